@@ -1,0 +1,1 @@
+"""Image builder: deterministic layers, OCI layouts, registry push, Dockerfile."""

@@ -1,0 +1,107 @@
+"""Tests for the CLI surface: global flags, exit codes, JSON output, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from cli.main import main
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "github-digest"
+
+
+def run_cli(*args: str, cwd: pathlib.Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_validate_example(capsys):
+    assert main(["validate", str(EXAMPLE)]) == 0
+    assert "github-digest 1.0.0 is valid (3 nodes, 2 edges, 3 stages)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--output", "json", "validate", str(EXAMPLE)], ["validate", str(EXAMPLE), "--output", "json"], ["validate", "-o", "json", str(EXAMPLE)]])
+def test_global_flags_before_or_after_the_verb(argv, capsys):
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["valid"] is True and doc["nodes"] == ["fetch-repos", "summarize", "notify"]
+
+
+def test_invalid_workflow_exits_1_with_every_problem(tmp_path):
+    (tmp_path / "workflow.yaml").write_text("name: Bad\nversion: x\nnodes: {a: {path: nodes/a.py}}\n")
+    result = run_cli("validate", str(tmp_path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{tmp_path}/workflow.yaml:1: name: 'Bad' is not kebab-case" in result.stderr
+    assert f"{tmp_path}/workflow.yaml:2: version: expected a semantic version" in result.stderr
+    assert f"{tmp_path}/workflow.yaml:3: nodes.a.path: file not found: nodes/a.py" in result.stderr
+
+
+def test_invalid_workflow_json_output_is_one_document(tmp_path):
+    (tmp_path / "workflow.yaml").write_text("name: ok\nversion: 1.0.0\nnodes: {a: {path: nodes/a.py}}\n")
+    result = run_cli("validate", str(tmp_path), "--output", "json")
+    assert result.returncode == 1
+    doc = json.loads(result.stdout)
+    assert doc["problems"] == [
+        {"field": "nodes.a.path", "file": f"{tmp_path}/workflow.yaml", "line": 3, "message": "file not found: nodes/a.py", "severity": "error"}
+    ]
+
+
+def test_bad_usage_exits_2():
+    assert run_cli("visualize", "--format", "png").returncode == 2
+    assert run_cli("no-such-command").returncode == 2
+    assert run_cli().returncode == 2
+
+
+def test_visualize_formats(capsys):
+    assert main(["visualize", str(EXAMPLE)]) == 0
+    assert capsys.readouterr().out.startswith("graph TD\n")
+    assert main(["visualize", str(EXAMPLE), "--format", "dot"]) == 0
+    assert capsys.readouterr().out.startswith('digraph "github-digest"')
+    assert main(["visualize", str(EXAMPLE), "--format", "html"]) == 0
+    assert "<svg" in capsys.readouterr().out
+
+
+def test_init_validate_visualize_roundtrip(tmp_path):
+    assert run_cli("init", "demo", cwd=tmp_path).returncode == 0
+    project = tmp_path / "demo"
+    assert sorted(str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()) == [
+        ".gitignore",
+        "BUILD.bazel",
+        "nodes/hello.py",
+        "tests/fixtures/hello.json",
+        "workflow.yaml",
+    ]
+    assert ".secrets*" in (project / ".gitignore").read_text()
+    assert "pipedreamer_workflow(" in (project / "BUILD.bazel").read_text()
+    assert run_cli("validate", "demo", cwd=tmp_path).returncode == 0
+    shown = run_cli("visualize", "demo", cwd=tmp_path)
+    assert shown.returncode == 0 and shown.stdout.startswith("graph TD")
+
+
+def test_init_refuses_a_non_empty_directory(tmp_path):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "keep.txt").write_text("mine")
+    result = run_cli("init", "demo", cwd=tmp_path)
+    assert result.returncode == 1 and "already exists and is not empty" in result.stderr
+    assert [p.name for p in (tmp_path / "demo").iterdir()] == ["keep.txt"]
+
+
+def test_init_rejects_bad_names_and_leaves_nothing(tmp_path):
+    result = run_cli("init", "Bad_Name", cwd=tmp_path)
+    assert result.returncode == 1 and "invalid workflow name 'Bad_Name'" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unexpected_errors_have_no_traceback_unless_debug(tmp_path):
+    (tmp_path / "workflow.yaml").mkdir()
+    result = run_cli("validate", str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "error:" in result.stderr

@@ -1,0 +1,18 @@
+"""`pipedreamer status`: show a deployed workflow's health (not implemented yet)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.errors import CommandError
+from cli.output import Output
+
+HELP = "show a deployed workflow's health (not implemented yet)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    raise CommandError("`pipedreamer status` is not implemented yet")

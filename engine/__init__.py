@@ -1,0 +1,1 @@
+"""The Pipedreamer workflow engine: spec → compiled DAG → executor → result."""
