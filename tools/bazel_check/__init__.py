@@ -1,0 +1,1 @@
+"""Static checks of the Bazel build files, run by pytest instead of Bazel."""

@@ -1,0 +1,633 @@
+"""Unit tests of the BUILD checker on small synthetic repositories (one per rule)."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tools.bazel_check import buildgraph
+from tools.bazel_check.buildgraph import DistributionIndex, Finding, Label
+
+#: What the fake virtualenv has installed: module → distribution.
+FAKE_DISTS = DistributionIndex(
+    {
+        "yaml": ("pyyaml",),
+        "pytest": ("pytest",),
+        "_pytest": ("pytest",),
+        "requests": ("requests",),
+    }
+)
+
+MODULE = """\
+module(name = "demo", version = "0.1.0")
+
+bazel_dep(name = "rules_python", version = "2.4.1")
+bazel_dep(name = "rules_oci", version = "2.3.3")
+
+python = use_extension("@rules_python//python/extensions:python.bzl", "python")
+python.toolchain(python_version = "3.13")
+
+pip = use_extension("@rules_python//python/extensions:pip.bzl", "pip")
+pip.parse(
+    hub_name = "pip",
+    python_version = "3.13",
+    requirements_lock = "//:requirements_lock.txt",
+)
+use_repo(pip, "pip")
+
+oci = use_extension("@rules_oci//oci:extensions.bzl", "oci")
+oci.pull(
+    name = "base",
+    digest = "sha256:0123",
+    image = "gcr.io/distroless/python3-debian13",
+)
+use_repo(oci, "base")
+"""
+
+LOCK = """\
+# pip-compile output
+pytest==8.3.0 \\
+    --hash=sha256:aaaa
+pyyaml==6.0.2 \\
+    --hash=sha256:bbbb
+"""
+
+PYTEST_DEFS = '''\
+"""pytest_test macro (shaped like //tools/pytest:defs.bzl)."""
+
+load("@rules_python//python:defs.bzl", "py_test")
+
+def pytest_test(name, srcs, deps = [], **kwargs):
+    main = name + "_main.py"
+    native.genrule(
+        name = name + "_main",
+        srcs = ["//tools/pytest:pytest_main.py"],
+        outs = [main],
+        cmd = "cp $< $@",
+    )
+    py_test(
+        name = name,
+        srcs = srcs + [main],
+        main = main,
+        deps = deps + ["//tools/pytest:pytest_main", "@pip//pytest"],
+        **kwargs
+    )
+'''
+
+WORKFLOW_DEFS = '''\
+"""pipedreamer_workflow macro: a filegroup plus image layers."""
+
+def _layers(name, srcs):
+    native.filegroup(name = name + "_tar", srcs = srcs)
+
+def pipedreamer_workflow(name, srcs, spec, **kwargs):
+    native.filegroup(name = name, srcs = srcs + [spec], **kwargs)
+    _layers(name = name + ".layers", srcs = srcs)
+'''
+
+BASE_TREE = {
+    "MODULE.bazel": MODULE,
+    "requirements_lock.txt": LOCK,
+    "BUILD.bazel": 'exports_files(["requirements_lock.txt"])\n',
+    "tools/pytest/BUILD.bazel": """\
+        load("@rules_python//python:defs.bzl", "py_library")
+
+        exports_files(["pytest_main.py"])
+
+        py_library(
+            name = "pytest_main",
+            srcs = ["pytest_main.py"],
+            deps = ["@pip//pytest"],
+        )
+    """,
+    "tools/pytest/defs.bzl": PYTEST_DEFS,
+    "tools/pytest/pytest_main.py": "import sys\n\nimport pytest\n",
+    "builder/BUILD.bazel": 'exports_files(["workflow.bzl"])\n',
+    "builder/workflow.bzl": WORKFLOW_DEFS,
+    "app/BUILD.bazel": """\
+        load("@rules_python//python:defs.bzl", "py_binary", "py_library")
+        load("//tools/pytest:defs.bzl", "pytest_test")
+
+        py_library(
+            name = "app",
+            srcs = ["__init__.py"],
+        )
+
+        py_library(
+            name = "util",
+            srcs = ["util.py"],
+            deps = ["@pip//pyyaml"],
+        )
+
+        py_library(
+            name = "core",
+            srcs = ["core.py"],
+            deps = [":util"],
+        )
+
+        py_binary(
+            name = "cli",
+            srcs = ["cli.py"],
+            deps = [":core"],
+        )
+
+        pytest_test(
+            name = "core_test",
+            srcs = ["core_test.py"],
+            deps = [":core"],
+        )
+    """,
+    "app/__init__.py": '"""App."""\n',
+    "app/util.py": "import json\n\nimport yaml\n",
+    "app/core.py": "from __future__ import annotations\n\nfrom app.util import yaml\n",
+    "app/cli.py": "def main():\n    from app import core\n",
+    "app/core_test.py": "import pytest\n\nfrom app import core\n",
+    "examples/hello/BUILD.bazel": """\
+        load("//builder:workflow.bzl", "pipedreamer_workflow")
+
+        pipedreamer_workflow(
+            name = "hello",
+            srcs = glob(["nodes/**/*.py"]),
+            spec = "workflow.yaml",
+        )
+    """,
+    "examples/hello/workflow.yaml": "name: hello\n",
+    "examples/hello/nodes/greet.py": "import yaml\n",
+}
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    """Writes (dedented) files under root."""
+    for path, text in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text))
+
+
+def findings(root: Path) -> list[str]:
+    """The checker's findings on `root`, as printed lines."""
+    return [str(f) for f in buildgraph.check_repo(root, dists=FAKE_DISTS)]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A small repository the checker finds nothing wrong with."""
+    write(tmp_path, BASE_TREE)
+    return tmp_path
+
+
+def edit(root: Path, path: str, old: str, new: str) -> None:
+    """Replaces `old` (which must occur) with `new` in one file."""
+    text = (root / path).read_text()
+    assert old in text, f"{old!r} not in {path}"
+    (root / path).write_text(text.replace(old, new))
+
+
+# -- the baseline -----------------------------------------------------------
+
+
+def test_clean_tree_has_no_findings(repo: Path) -> None:
+    assert findings(repo) == []
+
+
+# -- rule 1: ownership --------------------------------------------------------
+
+
+def test_py_file_in_no_target(repo: Path) -> None:
+    write(repo, {"app/extra.py": "x = 1\n"})
+    assert findings(repo) == ["app/BUILD.bazel: app/extra.py is in no target's srcs [ownership]"]
+
+
+def test_py_file_in_two_targets(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'srcs = ["core.py"]', 'srcs = ["core.py", "util.py"]')
+    assert "app/BUILD.bazel: app/util.py is in the srcs of several targets: :util, :core [ownership]" in findings(repo)
+
+
+def test_directory_with_py_files_but_no_build_file(repo: Path) -> None:
+    write(repo, {"lib/__init__.py": "", "lib/helpers.py": ""})
+    assert findings(repo) == ["lib/: directory has 2 .py file(s) but no BUILD.bazel [ownership]"]
+
+
+def test_workflow_node_outside_the_macro_glob(repo: Path) -> None:
+    edit(repo, "examples/hello/BUILD.bazel", 'glob(["nodes/**/*.py"])', '["nodes/greet.py"]')
+    write(repo, {"examples/hello/nodes/extra/other.py": ""})
+    assert findings(repo) == [
+        "examples/hello/BUILD.bazel: examples/hello/nodes/extra/other.py is in no target's srcs [ownership]"
+    ]
+
+
+def test_generated_protobuf_code_needs_no_srcs_entry(repo: Path) -> None:
+    write(repo, {"proto/pipedreamer/v1/BUILD.bazel": "", "proto/pipedreamer/v1/workflow_pb2.py": ""})
+    assert findings(repo) == []
+
+
+# -- rule 2: listed files exist ----------------------------------------------
+
+
+def test_missing_src(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'srcs = ["core.py"]', 'srcs = ["core.py", "gone.py"]')
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :core: srcs: gone.py: no such file or target in //app [files]"
+    ]
+
+
+def test_missing_data_file_and_cross_package_file(repo: Path) -> None:
+    write(repo, {"app/sub/BUILD.bazel": "", "app/sub/data.json": "{}"})
+    edit(repo, "app/BUILD.bazel", 'deps = [":util"],', 'deps = [":util"],\n    data = ["nope.json", "sub/data.json"],')
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :core: data: nope.json: no such file or target in //app [files]",
+        "app/BUILD.bazel: target :core: data: sub/data.json: crosses into package //app/sub [files]",
+    ]
+
+
+def test_file_label_in_another_package_resolves(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'deps = [":util"],', 'deps = [":util"],\n    data = ["//tools/pytest:pytest_main.py"],')
+    assert findings(repo) == []
+
+
+def test_binary_main_must_be_in_srcs(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'name = "cli",', 'name = "tool",')
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :tool: no main and the default tool.py is not in srcs: "
+        "Bazel cannot find the entry point [files]"
+    ]
+
+
+# -- rule 3: deps point somewhere --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dep", "problem"),
+    [
+        (":nope", ":nope: no target named 'nope' in //app"),
+        ("//missing:lib", "//missing:lib: no package missing (no BUILD.bazel there)"),
+        ("@pip//requests", "@pip//requests: 'requests' is not in the pip hub's requirements lock"),
+        ("@nowhere//x:y", "@nowhere//x:y: repository @nowhere is not declared in MODULE.bazel"),
+    ],
+)
+def test_unknown_dep(repo: Path, dep: str, problem: str) -> None:
+    edit(repo, "app/BUILD.bazel", 'deps = [":util"],', f'deps = [":util", "{dep}"],  # keep')
+    assert findings(repo) == [f"app/BUILD.bazel: target :core: deps: {problem} [deps]"]
+
+
+def test_macro_created_targets_are_valid_deps(repo: Path) -> None:
+    write(repo, {"app/README.md": ""})
+    edit(
+        repo,
+        "app/BUILD.bazel",
+        'deps = [":util"],',
+        'deps = [":util"],\n    data = ["//examples/hello:hello.layers_tar", ":core_test_main", "//examples/hello:hello.image"],',
+    )
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :core: data: //examples/hello:hello.image: "
+        "no such file or target in //examples/hello [files]"
+    ]
+
+
+def test_deps_a_macro_adds_must_resolve(repo: Path) -> None:
+    edit(repo, "requirements_lock.txt", "pytest==8.3.0", "pytest-cov==5.0")
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :core_test: deps added by pytest_test: @pip//pytest: "
+        "'pytest' is not in the pip hub's requirements lock [deps]",
+        "tools/pytest/BUILD.bazel: target :pytest_main: deps: @pip//pytest: "
+        "'pytest' is not in the pip hub's requirements lock [deps]",
+    ]
+
+
+def test_dep_listed_twice_or_already_added_by_the_macro(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'deps = [":core"],\n)\n\npytest_test', 'deps = [":core", "//app:core"],\n)\n\npytest_test')
+    edit(repo, "app/BUILD.bazel", 'deps = [":core"],\n)\n', 'deps = [":core", "@pip//pytest"],\n)\n')
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :cli: deps: //app:core is listed twice (Bazel rejects duplicated labels) [deps]",
+        "app/BUILD.bazel: target :core_test: deps: @pip//pytest is added by the pytest_test macro already "
+        "(Bazel rejects duplicated labels) [deps]",
+    ]
+
+
+# -- rule 4: imports and deps --------------------------------------------------
+
+
+def test_uncovered_first_party_import(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'deps = [":util"],', "deps = [],")
+    assert findings(repo) == [
+        'app/BUILD.bazel: target :core: app/core.py:3: imports app.util.yaml (app/util.py): add ":util" to deps [imports]'
+    ]
+
+
+def test_import_inside_a_function_counts(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'deps = [":core"],\n)\n\npytest_test', "deps = [],\n)\n\npytest_test")
+    assert findings(repo) == [
+        'app/BUILD.bazel: target :cli: app/cli.py:2: imports app.core (app/core.py): add ":core" to deps [imports]'
+    ]
+
+
+def test_relative_import_resolves_within_the_package(repo: Path) -> None:
+    write(repo, {"app/core.py": "from .util import yaml\n"})
+    edit(repo, "app/BUILD.bazel", 'deps = [":util"],', "deps = [],")
+    assert findings(repo) == [
+        'app/BUILD.bazel: target :core: app/core.py:1: imports app.util.yaml (app/util.py): add ":util" to deps [imports]'
+    ]
+
+
+def test_third_party_import_without_pip_dep(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'deps = ["@pip//pyyaml"],', "deps = [],")
+    assert findings(repo) == [
+        'app/BUILD.bazel: target :util: app/util.py:3: imports yaml: add "@pip//pyyaml" to deps [imports]'
+    ]
+
+
+def test_unknown_module_is_reported(repo: Path) -> None:
+    write(repo, {"app/util.py": "import yaml\nimport notinstalled.sub\n"})
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :util: app/util.py:2: imports notinstalled.sub: "
+        "not stdlib, first-party or installed [imports]"
+    ]
+
+
+def test_first_party_module_that_does_not_exist(repo: Path) -> None:
+    write(repo, {"app/core.py": "from app.util import yaml\nimport app.missing\n"})
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :core: app/core.py:2: imports app.missing: no such first-party module [imports]"
+    ]
+
+
+def test_ignore_import_comment(repo: Path) -> None:
+    write(repo, {"app/util.py": "import yaml  # buildcheck: ignore-import yaml\n"})
+    edit(repo, "app/BUILD.bazel", 'deps = ["@pip//pyyaml"],', "deps = [],")
+    assert findings(repo) == []
+
+
+def test_unused_dep(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'deps = [":util"],', 'deps = [\n        ":util",\n        "@pip//pyyaml",\n    ],')
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :core: deps: @pip//pyyaml is not imported by any source "
+        "(add `# keep` if needed at run time) [unused-dep]"
+    ]
+
+
+def test_unused_dep_marked_keep_is_accepted(repo: Path) -> None:
+    edit(
+        repo,
+        "app/BUILD.bazel",
+        'deps = [":util"],',
+        'deps = [\n        ":util",\n        "@pip//pyyaml",  # keep\n    ],',
+    )
+    assert findings(repo) == []
+
+
+def test_dep_on_parent_package_init_is_not_unused(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'deps = [":util"],', 'deps = [":app", ":util"],')
+    assert findings(repo) == []
+
+
+def test_imports_of_generated_files_resolve_to_their_library(repo: Path) -> None:
+    write(
+        repo,
+        {
+            "gen/BUILD.bazel": """\
+                load("@rules_python//python:defs.bzl", "py_library")
+
+                genrule(
+                    name = "codegen",
+                    srcs = ["api.proto"],
+                    outs = ["api_pb2.py"],
+                    cmd = "touch $@",
+                )
+
+                py_library(
+                    name = "api",
+                    srcs = [":codegen"],
+                )
+            """,
+            "gen/api.proto": "",
+            "app/core.py": "from app.util import yaml\nfrom gen import api_pb2\n",
+        },
+    )
+    assert findings(repo) == [
+        'app/BUILD.bazel: target :core: app/core.py:2: imports gen.api_pb2 (gen/api_pb2.py): add "//gen:api" to deps [imports]'
+    ]
+
+
+def test_macro_implicit_deps_cover_imports(repo: Path) -> None:
+    # core_test imports pytest; the pytest_test macro adds @pip//pytest on its own.
+    assert "import pytest" in (repo / "app/core_test.py").read_text()
+    assert findings(repo) == []
+
+
+# -- rule 5: tests ------------------------------------------------------------
+
+
+def test_test_file_in_a_library(repo: Path) -> None:
+    write(repo, {"app/util_test.py": "from app import util\n"})
+    edit(repo, "app/BUILD.bazel", 'srcs = ["util.py"]', 'srcs = ["util.py", "util_test.py"]')
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :util: srcs: app/util_test.py is a test file in a py_library: "
+        "use pytest_test or py_test [tests]"
+    ]
+
+
+def test_test_file_without_test_target(repo: Path) -> None:
+    write(repo, {"app/util_test.py": "from app import util\n"})
+    assert findings(repo) == [
+        "app/BUILD.bazel: app/util_test.py is a test file in no target: add a pytest_test [tests]"
+    ]
+
+
+# -- rule 6: loads ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("load", "problem"),
+    [
+        (
+            'load("//tools/pytest:defs.bzl", "pytest_test", "nope")',
+            "load('//tools/pytest:defs.bzl') on line 2: tools/pytest/defs.bzl does not define nope",
+        ),
+        (
+            'load("//tools/pytest:gone.bzl", "pytest_test")',
+            "load('//tools/pytest:gone.bzl') on line 2: tools/pytest/gone.bzl does not exist",
+        ),
+        (
+            'load("@nowhere//:defs.bzl", "pytest_test")',
+            "load('@nowhere//:defs.bzl') on line 2: repository @nowhere is not declared in MODULE.bazel",
+        ),
+    ],
+)
+def test_bad_load(repo: Path, load: str, problem: str) -> None:
+    edit(repo, "app/BUILD.bazel", 'load("//tools/pytest:defs.bzl", "pytest_test")', load)
+    assert f"app/BUILD.bazel: {problem} [load]" in findings(repo)
+
+
+def test_private_symbol_cannot_be_loaded(repo: Path) -> None:
+    edit(repo, "examples/hello/BUILD.bazel", '"pipedreamer_workflow")', '"pipedreamer_workflow", "_layers")')
+    assert findings(repo) == [
+        "examples/hello/BUILD.bazel: load('//builder:workflow.bzl') on line 1: "
+        "_layers is private to builder/workflow.bzl [load]"
+    ]
+
+
+def test_rule_that_is_not_loaded(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", '"py_binary", "py_library"', '"py_library"')
+    assert findings(repo) == ["app/BUILD.bazel: line 21: py_binary() is neither loaded nor a native rule [load]"]
+
+
+# -- rule 7: MODULE.bazel -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ('hub_name = "pip"', 'hub_name = "pypi"', "pip.parse (line 10): hub_name is 'pypi', want 'pip'"),
+        (
+            '"//:requirements_lock.txt"',
+            '"//:other_lock.txt"',
+            "pip.parse (line 10): requirements_lock is '//:other_lock.txt', want '//:requirements_lock.txt'",
+        ),
+        (
+            'python.toolchain(python_version = "3.13")',
+            'python.toolchain(python_version = "3.12")',
+            "pip.parse (line 10): python_version '3.13' matches no python.toolchain (3.12)",
+        ),
+        ('    digest = "sha256:0123",\n', "", "oci.pull base (line 18) has no digest"),
+        ('use_repo(pip, "pip")', "", "pip.parse (line 10): hub 'pip' is missing from use_repo(pip, \"pip\")"),
+    ],
+)
+def test_module_file(repo: Path, old: str, new: str, problem: str) -> None:
+    edit(repo, "MODULE.bazel", old, new)
+    assert f"MODULE.bazel: {problem} [module]" in findings(repo)
+
+
+# -- rule 8: duplicates ---------------------------------------------------------
+
+
+def test_duplicate_target_names(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'name = "cli",', 'name = "core",\n    main = "cli.py",')
+    assert "app/BUILD.bazel: target :core: name 'core' is defined 2 times (lines 15, 21) [duplicate]" in findings(repo)
+
+
+def test_duplicate_with_a_macro_created_name(repo: Path) -> None:
+    write(repo, {"app/BUILD.bazel": (repo / "app/BUILD.bazel").read_text() + '\nfilegroup(name = "core_test_main")\n'})
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :core_test_main: name 'core_test_main' is defined 2 times (lines 27, 33) [duplicate]"
+    ]
+
+
+# -- static evaluation -----------------------------------------------------------
+
+
+def test_comprehension_targets_and_constants_are_evaluated(repo: Path) -> None:
+    build = (repo / "app/BUILD.bazel").read_text()
+    build = build.replace(
+        'py_library(\n    name = "util",\n    srcs = ["util.py"],\n    deps = ["@pip//pyyaml"],\n)\n',
+        'YAML = ["@pip//pyyaml"]\n\n[\n    py_library(\n        name = n,\n        srcs = [n + ".py"],\n        deps = YAML,\n    )\n    for n in ["util"]\n]\n',
+    )
+    (repo / "app/BUILD.bazel").write_text(build)
+    assert "for n in" in build
+    assert findings(repo) == []
+
+
+def test_too_dynamic_attribute_and_empty_glob(repo: Path) -> None:
+    edit(repo, "app/BUILD.bazel", 'srcs = ["cli.py"],', 'srcs = ["cli.py"] + glob(["*.txt"]),\n    data = some_function(),')
+    assert findings(repo) == [
+        "app/BUILD.bazel: line 21: data = some_function() is too dynamic to check (use literals, +, glob) [static]",
+        "app/BUILD.bazel: line 23: glob(['*.txt']) matches no files (Bazel 8 rejects empty globs) [static]",
+    ]
+
+
+def test_syntax_error_in_a_build_file(repo: Path) -> None:
+    write(repo, {"gen/BUILD.bazel": "py_library(name = \n"})
+    assert findings(repo) == [
+        "gen/BUILD.bazel: syntax error: '(' was never closed (line 1) [static]"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ('["a"] + ["b"]', ["a", "b"]),
+        ('"%s.py" % "x"', "x.py"),
+        ('select({"//c:x": ["a"], "//conditions:default": ["a", "b"]})', ["a", "b"]),
+    ],
+)
+def test_evaluate(expression: str, value: object) -> None:
+    node = ast.parse(expression, mode="eval").body
+    result = buildgraph.evaluate(node, buildgraph.Scope((), {}))
+    flat = [item.text for item in buildgraph.flatten(result)]
+    assert (flat if isinstance(value, list) else flat[0]) == value
+
+
+def test_glob_honours_exclude_and_subpackages(tmp_path: Path) -> None:
+    write(tmp_path, {"BUILD": "", "a.py": "", "b.py": "", "sub/c.py": "", "sub/deep/BUILD": "", "sub/deep/d.py": ""})
+    scope = buildgraph.Scope(buildgraph.Tree.scan(tmp_path).package_files(""), {})
+    call = ast.parse('glob(["**/*.py"], exclude = ["b.py"])', mode="eval").body
+    assert [item.text for item in buildgraph.glob(call, scope)] == ["a.py", "sub/c.py"]  # type: ignore[arg-type]
+
+
+# -- building blocks ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        (":core", Label("", "app", "core")),
+        ("core.py", Label("", "app", "core.py")),
+        ("//engine", Label("", "engine", "engine")),
+        ("//engine:spec", Label("", "engine", "spec")),
+        ("//:requirements_lock.txt", Label("", "", "requirements_lock.txt")),
+        ("@pip//nats_py", Label("pip", "nats_py", "nats_py")),
+        ("@rules_python//python:defs.bzl", Label("rules_python", "python", "defs.bzl")),
+    ],
+)
+def test_parse_label(text: str, label: Label) -> None:
+    assert buildgraph.parse_label(text, "app") == label
+
+
+def test_glob_regex() -> None:
+    assert buildgraph.glob_regex("nodes/**/*.py").match("nodes/a.py")
+    assert buildgraph.glob_regex("nodes/**/*.py").match("nodes/x/y/a.py")
+    assert not buildgraph.glob_regex("*.py").match("x/a.py")
+    assert buildgraph.glob_regex("examples/**/nodes").match("examples/hello/nodes")
+
+
+def test_macro_analysis_reads_created_names_and_implicit_deps() -> None:
+    bzl = buildgraph.parse_bzl("tools/pytest/defs.bzl", PYTEST_DEFS)
+    info = buildgraph.analyse_macro(bzl, "pytest_test")
+    assert info == buildgraph.MacroInfo(
+        suffixes=("_main", ""),
+        implicit_deps=("//tools/pytest:pytest_main", "@pip//pytest"),
+        inner_kinds=("py_test",),
+    )
+
+
+def test_macro_analysis_reads_literal_names_and_same_file_helpers() -> None:
+    fixed = buildgraph.parse_bzl(
+        "w.bzl",
+        'def wf(name, srcs):\n'
+        '    native.filegroup(name = "files", srcs = srcs)\n'
+        '    py_test(name = "check", srcs = [])\n',
+    )
+    assert buildgraph.analyse_macro(fixed, "wf").created("hello") == ("files", "check")  # type: ignore[union-attr]
+    helpers = buildgraph.parse_bzl("builder/workflow.bzl", WORKFLOW_DEFS)
+    info = buildgraph.analyse_macro(helpers, "pipedreamer_workflow")
+    assert info is not None
+    assert info.created("hello") == ("hello", "hello.layers_tar")
+
+
+def test_lock_names_are_normalised() -> None:
+    assert buildgraph.read_lock("nats-py==2.0 \\\n    --hash=x\nPyYAML==6\n# c\n") == {"nats_py", "pyyaml"}
+
+
+def test_finding_format() -> None:
+    assert str(Finding("a/BUILD.bazel", "t", "deps", "bad")) == "a/BUILD.bazel: target :t: bad [deps]"
+    assert str(Finding("a/BUILD.bazel", "", "ownership", "x")) == "a/BUILD.bazel: x [ownership]"
+
+
+def test_distribution_index_from_this_virtualenv() -> None:
+    index = DistributionIndex.from_environment()
+    assert index.distributions("yaml") == ("pyyaml",)
+    assert index.distributions("google.protobuf.json_format") == ("protobuf",)
+    assert index.distributions("grpc_health.v1") == ("grpcio_health_checking",)
+    assert index.distributions("nats.aio.client") == ("nats_py",)
