@@ -1,0 +1,103 @@
+"""Results: protobuf building (with redaction) and the canonical JSON mapping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.executor import CANCELLED, FAILED, RUN_FAILED, RUN_SUCCEEDED, SKIPPED, SUCCEEDED, NodeOutcome, RunOutcome
+from engine.results import build_result, result_to_dict, result_to_json, to_value
+from engine.secrets import Redactor
+from engine.spec import value_to_python
+from proto.pipedreamer.v1 import execution_pb2
+
+
+def outcome(**overrides) -> RunOutcome:
+    nodes = {
+        "a": NodeOutcome(SUCCEEDED, {"n": 1, "list": [1, "x", None, True], "f": 1.5}, 1, "", 1_700_000_000.25, 0.5),
+        "b": NodeOutcome(SUCCEEDED, "text", 2, "", 1_700_000_000.75, 0.001),
+    }
+    values = dict(status=RUN_SUCCEEDED, output="text", nodes=nodes, error="", started_at=1_700_000_000.0, duration=1.25)
+    values.update(overrides)
+    return RunOutcome(**values)
+
+
+def test_canonical_json_mapping():
+    result = build_result(outcome(), run_id="r1", workflow="wf", version="1.0.0", trigger="manual")
+    data = result_to_dict(result)
+    assert data == {
+        "runId": "r1",
+        "workflow": "wf",
+        "version": "1.0.0",
+        "status": "RUN_STATUS_SUCCEEDED",
+        "trigger": "manual",
+        "output": "text",
+        "startedAt": "2023-11-14T22:13:20Z",
+        "duration": "1.250s",
+        "nodes": {
+            "a": {
+                "status": "NODE_STATUS_SUCCEEDED",
+                "output": {"n": 1.0, "list": [1.0, "x", None, True], "f": 1.5},
+                "attempts": 1,
+                "startedAt": "2023-11-14T22:13:20.250Z",
+                "duration": "0.500s",
+            },
+            "b": {
+                "status": "NODE_STATUS_SUCCEEDED",
+                "output": "text",
+                "attempts": 2,
+                "startedAt": "2023-11-14T22:13:20.750Z",
+                "duration": "0.001s",
+            },
+        },
+    }
+    assert json.loads(result_to_json(result)) == data
+
+
+def test_failed_run_has_errors_statuses_and_no_output():
+    nodes = {
+        "a": NodeOutcome(FAILED, None, 3, "ValueError: x", 1.0, 0.1),
+        "b": NodeOutcome(CANCELLED, None, 1, "cancelled: node a failed", 1.0, 0.1),
+        "c": NodeOutcome(SKIPPED, None, 0, "skipped: node a failed", None, 0.0),
+    }
+    result = build_result(outcome(status=RUN_FAILED, output=None, nodes=nodes, error="node a failed: ValueError: x"),
+                          run_id="r", workflow="w", version="1")
+    data = result_to_dict(result)
+    assert data["status"] == "RUN_STATUS_FAILED" and "output" not in data
+    assert data["error"] == "node a failed: ValueError: x"
+    assert data["nodes"]["a"] == {"status": "NODE_STATUS_FAILED", "attempts": 3, "error": "ValueError: x",
+                                  "startedAt": "1970-01-01T00:00:01Z", "duration": "0.100s"}
+    assert data["nodes"]["c"] == {"status": "NODE_STATUS_SKIPPED", "error": "skipped: node a failed"}
+    assert result.nodes["b"].status == execution_pb2.NODE_STATUS_CANCELLED
+
+
+def test_null_output_of_a_successful_run_is_present():
+    nodes = {"a": NodeOutcome(SUCCEEDED, None, 1, "", 1.0, 0.0)}
+    data = result_to_dict(build_result(outcome(output=None, nodes=nodes), run_id="r", workflow="w", version="1"))
+    assert data["output"] is None and data["nodes"]["a"]["output"] is None
+
+
+def test_secrets_are_redacted_in_outputs_and_errors():
+    redactor = Redactor(["s3cr3t"])
+    nodes = {
+        "a": NodeOutcome(SUCCEEDED, {"echo": "key=s3cr3t", "s3cr3t": 1}, 1, "", 1.0, 0.0),
+        "b": NodeOutcome(FAILED, None, 1, "bad token s3cr3t", 1.0, 0.0),
+    }
+    result = build_result(outcome(status=RUN_FAILED, output=None, nodes=nodes, error="node b failed: bad token s3cr3t"),
+                          run_id="r", workflow="w", version="1", redactor=redactor)
+    text = result_to_json(result)
+    assert "s3cr3t" not in text
+    assert value_to_python(result.nodes["a"].output) == {"echo": "key=***", "***": 1}
+    assert result.error == "node b failed: bad token ***"
+
+
+@pytest.mark.parametrize("value", [None, True, 3, 2.5, "s", [1, [2]], {"a": {"b": (1, 2)}}])
+def test_to_value_round_trips(value):
+    expected = json.loads(json.dumps(value))
+    assert value_to_python(to_value(value)) == expected
+
+
+def test_to_value_rejects_other_types():
+    with pytest.raises(TypeError, match="set is not JSON-serialisable"):
+        to_value({1, 2})

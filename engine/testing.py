@@ -1,0 +1,309 @@
+"""The fixture runner behind `pipedreamer test`: node fixtures and the pipeline fixture, fetches answered from the fixture.
+
+A fixture is `tests/fixtures/<node>.json` (or `pipeline.json`):
+`{"input": …, "expected": …, "fetch": {"<service> <path>": <json body>}}`.
+An unanswered fetch gets `{"mock": true, "service": …, "path": …}`.
+Runs are hermetic: no secrets unless a secrets path is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import difflib
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from engine.compiler import CompileError
+from engine.context import Response
+from engine.executor import json_problem, node_policies
+from engine.loader import LoadError
+from engine.runtime import Engine
+from engine.secrets import SecretsError
+from engine.spec import WORKFLOW_FILE, SpecError, value_to_python
+from proto.pipedreamer.v1 import execution_pb2
+
+FIXTURES_DIR = Path("tests") / "fixtures"
+PIPELINE = "pipeline"
+
+
+class FixtureError(Exception):
+    """A fixture file or test target that cannot be used; the message names it."""
+
+
+class NotAWorkflow(FixtureError):
+    """A target that is a plain file (e.g. from `examples/*`): skipped, not failed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fixture:
+    name: str  # the node id, or "pipeline"
+    file: Path
+    input: Any
+    expected: Any
+    has_expected: bool
+    fetch: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class FixtureResult:
+    name: str
+    file: str
+    passed: bool
+    expected: Any = None
+    actual: Any = None
+    diff: str = ""
+    error: str = ""
+    duration: float = 0.0
+    logs: str = ""  # what the nodes logged while this fixture ran
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowReport:
+    """Every fixture result of one workflow directory, or why it could not run at all."""
+
+    directory: str
+    workflow: str = ""
+    results: tuple[FixtureResult, ...] = ()
+    untested: tuple[str, ...] = ()  # nodes without a fixture
+    error: str = ""
+    skipped: str = ""  # why the target was not a workflow at all
+
+    @property
+    def passed(self) -> bool:
+        return not self.error and all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["passed"] = self.passed
+        return data
+
+
+class StubFetcher:
+    """Answers `ctx.fetch` from a fixture's `fetch` map (`"<service> <path>"` → JSON body)."""
+
+    def __init__(self, answers: Mapping[str, Any] | None = None):
+        self.answers = dict(answers or {})
+        self.calls: list[dict[str, Any]] = []
+
+    async def fetch(self, service: str, path: str, **kwargs: Any) -> Response:
+        method = str(kwargs.get("method", "GET")).upper()
+        self.calls.append({"service": service, "path": path, "method": method})
+        key = f"{service} {path}"
+        if key in self.answers:
+            body = self.answers[key]
+        elif f"{service} {path.split('?', 1)[0]}" in self.answers:
+            body = self.answers[f"{service} {path.split('?', 1)[0]}"]
+        else:
+            body = {"mock": True, "service": service, "path": path}
+        data = json.dumps(body).encode()
+        return Response(200, data, {"Content-Type": "application/json"}, url=f"stub://{service}{path}", reason="OK")
+
+
+def resolve_target(target: str | Path) -> tuple[Path, str | None]:
+    """`DIR` → (DIR, None); `DIR/<node>` → (DIR, node) when DIR has a workflow.yaml and no such subdirectory."""
+    path = Path(target)
+    if path.is_file() and path.name != WORKFLOW_FILE:
+        raise NotAWorkflow(f"{target}: a file, not a workflow directory")
+    if (path / WORKFLOW_FILE).is_file():
+        return path, None
+    if path.is_file() and path.name == WORKFLOW_FILE:
+        return path.parent, None
+    if path.name and (path.parent / WORKFLOW_FILE).is_file():
+        return path.parent, path.name
+    raise FixtureError(f"{target}: no {WORKFLOW_FILE} here; expected a workflow directory or DIR/<node>")
+
+
+def load_fixture(file: Path, name: str) -> Fixture:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FixtureError(f"{file}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FixtureError(f"{file}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise FixtureError(f"{file}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise FixtureError(f"{file}: expected an object {{\"input\": …, \"expected\": …}}, got {type(data).__name__}")
+    fetch = data.get("fetch") or {}
+    if not isinstance(fetch, dict):
+        raise FixtureError(f"{file}: \"fetch\" must map \"<service> <path>\" to a JSON body")
+    return Fixture(
+        name=name,
+        file=file,
+        input=data.get("input"),
+        expected=data.get("expected"),
+        has_expected="expected" in data,
+        fetch=fetch,
+    )
+
+
+def discover(directory: Path, node_ids: tuple[str, ...], *, node: str | None = None, pipeline_only: bool = False) -> tuple[list[Path], list[str]]:
+    """The fixture files to run (node fixtures in DAG order, then the pipeline) and the untested nodes."""
+    folder = directory / FIXTURES_DIR
+    if node is not None:
+        return [folder / f"{node}.json"], []
+    pipeline = folder / f"{PIPELINE}.json"
+    if pipeline_only:
+        if not pipeline.is_file():
+            raise FixtureError(f"{pipeline}: not found (--pipeline needs it)")
+        return [pipeline], []
+    present = {p.stem: p for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+    files = [present[n] for n in node_ids if n in present]
+    # A fixture named after no node is a typo waiting to hide a missing test.
+    files += [p for stem, p in present.items() if stem not in node_ids and stem != PIPELINE]
+    if PIPELINE in present:
+        files.append(present[PIPELINE])
+    return files, [n for n in node_ids if n not in present]
+
+
+async def run_workflow_fixtures(
+    target: str | Path,
+    *,
+    pipeline_only: bool = False,
+    secrets_path: Path | None = None,
+) -> WorkflowReport:
+    """Runs the fixtures of one target (`DIR` or `DIR/<node>`)."""
+    try:
+        directory, node = resolve_target(target)
+    except NotAWorkflow as exc:
+        return WorkflowReport(directory=str(target), skipped=str(exc))
+    except FixtureError as exc:
+        return WorkflowReport(directory=str(target), error=str(exc))
+    logs = io.StringIO()
+    try:
+        engine = await Engine.start(
+            directory,
+            secrets_path=secrets_path,
+            secrets_mount=None,
+            secrets=None if secrets_path else {},
+            log_stream=logs,
+            log_level="debug",
+        )
+    except (SpecError, CompileError, LoadError, SecretsError) as exc:
+        return WorkflowReport(directory=str(directory), error=str(exc))
+    try:
+        return await _run_all(engine, directory, node, pipeline_only, logs)
+    finally:
+        await engine.close()
+
+
+async def _run_all(engine: Engine, directory: Path, node: str | None, pipeline_only: bool, logs: io.StringIO) -> WorkflowReport:
+    name = f"{engine.spec.name} {engine.spec.version}"
+    node_ids = engine.dag.order
+    if node is not None and node not in node_ids:
+        return WorkflowReport(str(directory), name, error=f"{directory}: no node {node!r} (nodes: {', '.join(node_ids)})")
+    try:
+        files, untested = discover(directory, node_ids, node=node, pipeline_only=pipeline_only)
+    except FixtureError as exc:
+        return WorkflowReport(str(directory), name, error=str(exc))
+    results = []
+    for file in files:
+        logs.seek(0)
+        logs.truncate()
+        result = await run_fixture_file(engine, directory, file, node_ids)
+        results.append(dataclasses.replace(result, logs=logs.getvalue()))
+    return WorkflowReport(str(directory), name, tuple(results), tuple(untested))
+
+
+async def run_fixture_file(engine: Engine, directory: Path, file: Path, node_ids: tuple[str, ...]) -> FixtureResult:
+    shown = str(file.relative_to(directory)) if file.is_relative_to(directory) else str(file)
+    name = file.stem
+    try:
+        fixture = load_fixture(file, name)
+    except FixtureError as exc:
+        return FixtureResult(name, shown, False, error=str(exc))
+    if name != PIPELINE and name not in node_ids:
+        return FixtureResult(name, shown, False, error=f"no node {name!r} in {WORKFLOW_FILE} (nodes: {', '.join(node_ids)})")
+    started = time.perf_counter()
+    if name == PIPELINE:
+        actual, error = await _run_pipeline(engine, fixture)
+    else:
+        actual, error = await _run_node(engine, fixture)
+    duration = time.perf_counter() - started
+    if error:
+        return FixtureResult(name, shown, False, fixture.expected, actual, error=engine.redact(error), duration=duration)
+    if fixture.has_expected and not json_equal(fixture.expected, actual):
+        return FixtureResult(name, shown, False, fixture.expected, actual, diff_json(fixture.expected, actual), duration=duration)
+    return FixtureResult(name, shown, True, fixture.expected, actual, duration=duration)
+
+
+async def _run_node(engine: Engine, fixture: Fixture) -> tuple[Any, str]:
+    timeout = node_policies(engine.dag)[fixture.name].timeout
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            output = await engine.run_node(fixture.name, fixture.input, fetcher=StubFetcher(fixture.fetch))
+    except Exception as exc:  # noqa: BLE001 - the node's own failure is the test result
+        if deadline.expired():
+            return None, f"timed out after {timeout:g} s"
+        return None, engine.describe_error(exc)
+    problem = json_problem(output)
+    if problem:
+        return None, f"output of node {fixture.name} is not JSON-serialisable: {problem}"
+    return json.loads(json.dumps(output)), ""
+
+
+async def _run_pipeline(engine: Engine, fixture: Fixture) -> tuple[Any, str]:
+    result = await engine.run(fixture.input, trigger="test", fetcher=StubFetcher(fixture.fetch))
+    if result.status != execution_pb2.RUN_STATUS_SUCCEEDED:
+        return None, result.error or execution_pb2.RunStatus.Name(result.status)
+    return value_to_python(result.output), ""
+
+
+def json_equal(expected: Any, actual: Any) -> bool:
+    """JSON equality: numbers by value (1 == 1.0), but booleans are not numbers."""
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return type(expected) is type(actual) and expected == actual
+    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
+        return expected == actual or (math.isnan(expected) and math.isnan(actual))
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return expected.keys() == actual.keys() and all(json_equal(v, actual[k]) for k, v in expected.items())
+    if isinstance(expected, list) and isinstance(actual, list):
+        return len(expected) == len(actual) and all(json_equal(e, a) for e, a in zip(expected, actual))
+    return type(expected) is type(actual) and expected == actual
+
+
+def diff_json(expected: Any, actual: Any) -> str:
+    """A unified diff of the two values as pretty JSON (keys sorted)."""
+
+    def lines(value: Any) -> list[str]:
+        return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=repr) + "\n").splitlines(keepends=True)
+
+    return "".join(difflib.unified_diff(lines(expected), lines(actual), "expected", "actual"))
+
+
+def write_workflow(
+    directory: Path | str,
+    nodes: Mapping[str, str],
+    edges: list[tuple[str, str]] | tuple = (),
+    *,
+    name: str = "test-flow",
+    version: str = "1.0.0",
+    config: Mapping[str, Any] | None = None,
+    node_options: Mapping[str, Mapping[str, Any]] | None = None,
+    triggers: list[Mapping[str, Any]] | None = None,
+) -> Path:
+    """Writes a workflow directory (workflow.yaml + nodes/<id>.py from source text); for tests."""
+    import yaml
+
+    directory = Path(directory)
+    (directory / "nodes").mkdir(parents=True, exist_ok=True)
+    spec_nodes: dict[str, Any] = {}
+    for node_id, source in nodes.items():
+        (directory / "nodes" / f"{node_id}.py").write_text(source)
+        spec_nodes[node_id] = {"path": f"nodes/{node_id}.py", **dict((node_options or {}).get(node_id, {}))}
+    document: dict[str, Any] = {"name": name, "version": version, "triggers": triggers or [{"type": "manual"}]}
+    if config:
+        document["config"] = dict(config)
+    document["nodes"] = spec_nodes
+    document["edges"] = [{"from": a, "to": b} for a, b in edges]
+    (directory / WORKFLOW_FILE).write_text(yaml.safe_dump(document, sort_keys=False))
+    return directory
