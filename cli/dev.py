@@ -1,18 +1,51 @@
-"""`pipedreamer dev`: run a workflow locally with hot reload (not implemented yet)."""
+"""`pipedreamer dev [DIR]`: serve a workflow locally (HTTP + gRPC), reloading nodes as they change.
+
+Nodes run under the same permission lock as in the image, with the workflow
+directory in place of /app: by default `--allow-read=DIR --allow-write=/tmp
+--allow-net`. Any `--allow-*` flag replaces those defaults as a whole.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+from pathlib import Path
 
 from cli.errors import CommandError
 from cli.output import Output
+from engine import sandbox
+from engine.serve_options import add_serve_flags, options_from_args
 
-HELP = "run a workflow locally with hot reload (not implemented yet)"
+HELP = "serve a workflow locally over HTTP and gRPC, with hot reload"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("dir", nargs="?", default=".", help="workflow directory (default: .)")
+    add_serve_flags(parser, host="127.0.0.1", watch=True)
+
+
+def dev_permission_args(args: argparse.Namespace, directory: Path) -> argparse.Namespace:
+    """The image's policy for DIR unless the user gave `--allow-*` flags of their own."""
+    probe = argparse.ArgumentParser(add_help=False)
+    sandbox.add_permission_flags(probe)
+    untouched = vars(probe.parse_args([]))
+    if any(getattr(args, key, value) != value for key, value in untouched.items()):
+        return args
+    defaults = probe.parse_args([f"--allow-read={directory}", "--allow-write=/tmp", "--allow-net"])
+    merged = argparse.Namespace(**vars(args))
+    for key in untouched:
+        setattr(merged, key, getattr(defaults, key))
+    return merged
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    raise CommandError("`pipedreamer dev` is not implemented yet")
+    from engine.serve import serve  # the server stack loads only for `dev`
+
+    directory = Path(args.dir).resolve()
+    workflow_dir = directory.parent if directory.is_file() else directory
+    try:
+        options = options_from_args(dev_permission_args(args, workflow_dir), directory)
+    except ValueError as exc:  # a bad --allow-net entry
+        raise CommandError(str(exc)) from None
+    out.info(f"pipedreamer dev: starting {directory} (Ctrl-C to stop)")
+    return asyncio.run(serve(options))

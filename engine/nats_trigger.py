@@ -1,0 +1,229 @@
+"""Queue triggers: one NATS subscription per `queue` trigger, payload in, result to the reply subject.
+
+Replicas share work through the queue group `pipedreamer.<workflow>`. The
+connection uses `config.nats_url` (TLS when it is `tls://…`) and the token in
+`secrets.nats.token`; without either the triggers are skipped with a warning.
+It reconnects forever when the server goes away, and drains on shutdown:
+messages already delivered to this replica still run and get their reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import urllib.parse
+from typing import TYPE_CHECKING, Any, Mapping
+
+from engine.admission import RunGate, RunRejected
+from engine.result_json import result_to_json
+from engine.spec import config_to_dict
+from proto.pipedreamer.v1 import execution_pb2, workflow_pb2
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+log = logging.getLogger("pipedreamer.nats")
+
+# Messages of one subscription handled at once when no --max-concurrent-runs is set.
+DEFAULT_CONCURRENCY = 256
+DEFAULT_PORT = 4222
+_RECONNECT_WAIT = 1.0
+
+
+def queue_group(workflow: str) -> str:
+    return f"pipedreamer.{workflow}"
+
+
+def queue_triggers(spec: workflow_pb2.WorkflowSpec) -> list[workflow_pb2.Trigger]:
+    return [t for t in spec.triggers if t.type == workflow_pb2.Trigger.TYPE_QUEUE]
+
+
+def nats_settings(spec: workflow_pb2.WorkflowSpec, secrets: Mapping[str, Any]) -> tuple[str, str, list[str]]:
+    """(url, token, what is missing) from `config.nats_url` and `secrets.nats.token`."""
+    url = config_to_dict(spec.config).get("nats_url")
+    entry = secrets.get("nats") if isinstance(secrets, Mapping) else None
+    token = entry.get("token") if isinstance(entry, Mapping) else None
+    missing = []
+    if not isinstance(url, str) or not url.strip():
+        missing.append("config.nats_url")
+    if not isinstance(token, str) or not token:
+        missing.append("secrets.nats.token")
+    return (url or "").strip() if isinstance(url, str) else "", token if isinstance(token, str) else "", missing
+
+
+def parse_payload(data: bytes) -> Any:
+    """A message payload as the run's input: empty means `{}`; raises ValueError for bad JSON."""
+    if not data.strip():
+        return {}
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class QueueTriggers:
+    """The NATS side of a serving engine; does nothing when the workflow has no queue trigger."""
+
+    def __init__(self, gate: RunGate, engine: Any, *, secrets: Mapping[str, Any] | None = None) -> None:
+        self.gate = gate
+        self.engine = engine
+        self._secrets = secrets
+        self.client: Client | None = None
+        self.subscriptions: list[Subscription] = []
+        self._connector: asyncio.Task | None = None
+        self._handlers: set[asyncio.Task] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self.subscribed = asyncio.Event()
+        self._last_error = ""
+
+    def server_address(self) -> str | None:
+        """`host:port` of the NATS server the triggers will use, or None when there is nothing to connect to."""
+        if not queue_triggers(self.engine.spec):
+            return None
+        url, _, missing = nats_settings(self.engine.spec, self._all_secrets())
+        if "config.nats_url" in missing:
+            return None
+        parsed = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
+        if not parsed.hostname:
+            return None
+        host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+        return f"{host}:{parsed.port or DEFAULT_PORT}"
+
+    def _all_secrets(self) -> Mapping[str, Any]:
+        return self._secrets if self._secrets is not None else getattr(self.engine, "secrets", {}) or {}
+
+    async def start(self) -> None:
+        """Connects and subscribes in the background (a NATS outage must not stop HTTP serving)."""
+        triggers = queue_triggers(self.engine.spec)
+        if not triggers:
+            return
+        url, token, missing = nats_settings(self.engine.spec, self._all_secrets())
+        subjects = ", ".join(t.subject for t in triggers)
+        if missing:
+            log.warning("queue trigger(s) on %s skipped: %s not set", subjects, " and ".join(missing))
+            return
+        self._slots = asyncio.Semaphore(self.gate.max_concurrent_runs or DEFAULT_CONCURRENCY)
+        self._connector = asyncio.get_running_loop().create_task(self._connect(url, token, triggers))
+
+    async def _connect(self, url: str, token: str, triggers: list[workflow_pb2.Trigger]) -> None:
+        import nats  # only workflows with queue triggers pay for it
+
+        display = self.engine.redact(url)
+        try:
+            # With max_reconnect_attempts=-1 nats-py keeps trying until the
+            # server is up (reporting each failure to _on_error): only settings
+            # that can never work end up here.
+            self.client = await nats.connect(
+                url,
+                token=token,
+                tls=ssl.create_default_context() if url.startswith("tls://") else None,
+                name=f"pipedreamer-{self.engine.spec.name}",
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=_RECONNECT_WAIT,
+                connect_timeout=2,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+        except Exception as exc:  # noqa: BLE001 - a bad URL: the triggers cannot work, HTTP still can
+            log.error("queue triggers disabled: cannot connect to NATS at %s: %s", display, self._describe(exc))
+            return
+        group = queue_group(self.engine.spec.name)
+        for trigger in triggers:
+            name = trigger.name or f"queue:{trigger.subject}"
+
+            async def on_message(msg: Msg, trigger_name: str = name) -> None:
+                await self._dispatch(msg, trigger_name)
+
+            self.subscriptions.append(await self.client.subscribe(trigger.subject, queue=group, cb=on_message))
+        await self.client.flush()
+        log.info("NATS %s: subscribed to %s (queue group %s)", display, ", ".join(t.subject for t in triggers), group)
+        self.subscribed.set()
+
+    async def _dispatch(self, msg: Msg, trigger: str) -> None:
+        # Waiting for a slot here holds back this subscription's deliveries:
+        # nats-py buffers them (and its slow-consumer limit applies).
+        assert self._slots is not None
+        await self._slots.acquire()
+        task = asyncio.get_running_loop().create_task(self._handle(msg, trigger))
+        self._handlers.add(task)
+        task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task) -> None:
+        self._handlers.discard(task)
+        assert self._slots is not None
+        self._slots.release()
+
+    async def _handle(self, msg: Msg, trigger: str) -> None:
+        gate = self.gate
+        try:
+            payload = parse_payload(msg.data)
+        except ValueError as exc:
+            gate.metrics.rejected("bad_json")
+            log.warning("message on %s: invalid JSON payload: %s", msg.subject, exc)
+            result = gate.synthetic_result(execution_pb2.RUN_STATUS_FAILED, f"invalid JSON payload: {exc}", trigger)
+        else:
+            try:
+                result = await gate.run(payload, trigger=trigger, wait_for_slot=True, while_draining=True)
+            except RunRejected as exc:
+                result = gate.synthetic_result(execution_pb2.RUN_STATUS_FAILED, str(exc), trigger)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the subscription
+                message = self.engine.redact(f"{type(exc).__name__}: {exc}")
+                log.error("message on %s: run failed inside the engine: %s", msg.subject, message)
+                result = gate.synthetic_result(execution_pb2.RUN_STATUS_FAILED, f"internal error: {message}", trigger)
+        if msg.reply and self.client is not None:
+            try:
+                await self.client.publish(msg.reply, result_to_json(result).encode())
+            except Exception as exc:  # noqa: BLE001 - the requester is gone or NATS is down
+                log.warning("cannot reply on %s: %s", msg.reply, self._describe(exc))
+
+    async def stop_receiving(self) -> None:
+        """No new messages; those already delivered to this replica are handed to runs."""
+        if self._connector is not None and not self._connector.done():
+            self._connector.cancel()
+            await asyncio.gather(self._connector, return_exceptions=True)
+        for subscription in self.subscriptions:
+            try:
+                await subscription.drain()
+            except Exception as exc:  # noqa: BLE001 - best effort while the server may be gone
+                log.warning("cannot drain subscription %s: %s", subscription.subject, self._describe(exc))
+        self.subscriptions.clear()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Waits for replies still being sent, then drains and closes the connection."""
+        if self._handlers:
+            await asyncio.wait(set(self._handlers), timeout=timeout)
+        client, self.client = self.client, None
+        if client is None or client.is_closed:
+            return
+        try:
+            await asyncio.wait_for(client.drain(), timeout)
+        except Exception:  # noqa: BLE001 - drain failed (server gone): just close
+            await client.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        # While the server is down the same error comes back every second: say it once.
+        message = self._describe(exc)
+        if message != self._last_error:
+            self._last_error = message
+            log.warning("NATS: %s", message)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("NATS disconnected; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        self._last_error = ""
+        url = self.client.connected_url.netloc if self.client and self.client.connected_url else "?"
+        log.info("NATS reconnected to %s", url)
+
+    def _describe(self, exc: BaseException) -> str:
+        return self.engine.redact(f"{type(exc).__name__}: {exc}".rstrip(": "))

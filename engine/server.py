@@ -1,0 +1,193 @@
+"""The HTTP face of a serving engine (aiohttp): /run, /healthz, /readyz, /metrics.
+
+Status codes: 200 a run that succeeded, 500 one that failed (the body is still
+the `ExecutionResult`), 400 bad JSON, 408 a body that arrives too slowly, 413 a
+body over the limit, 429 too many runs in flight, 503 draining.
+
+Input: any JSON value is accepted and handed to the root nodes as it is
+(objects, but also lists, strings, numbers, null); an empty body or a GET
+means `{}`. `NaN`/`Infinity` are rejected: they are not JSON and a result
+could not carry them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Callable
+
+from aiohttp import web
+
+from engine.admission import AtCapacity, Draining, RunGate
+from engine.result_json import result_to_json
+from engine.serve_options import HttpOptions
+from proto.pipedreamer.v1 import execution_pb2
+
+log = logging.getLogger("pipedreamer.server")
+
+_JSON = "application/json"
+_STATUS_CODES = {
+    execution_pb2.RUN_STATUS_SUCCEEDED: 200,
+    execution_pb2.RUN_STATUS_FAILED: 500,
+    # Only the shutdown deadline cancels a run: the server is going away.
+    execution_pb2.RUN_STATUS_CANCELLED: 503,
+}
+
+
+class _BodyError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _error(status: int, message: str, *, close: bool = False, headers: dict[str, str] | None = None) -> web.Response:
+    response = web.Response(status=status, text=json.dumps({"error": message}), content_type=_JSON, headers=headers)
+    if close:
+        # The client may still be sending a body we will not read.
+        response.force_close()
+    return response
+
+
+class HttpFrontend:
+    """Route handlers over a `RunGate`; `create_app` wires them into an aiohttp app."""
+
+    def __init__(
+        self,
+        gate: RunGate,
+        *,
+        options: HttpOptions = HttpOptions(),
+        lock_report: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.gate = gate
+        self.options = options
+        self.lock_report = lock_report or (lambda: {"applied": False})
+        self.started = time.monotonic()
+
+    async def run(self, request: web.Request) -> web.StreamResponse:
+        gate = self.gate
+        if gate.draining:
+            gate.metrics.rejected(Draining.reason)
+            return _error(503, str(Draining()), close=True)
+        try:
+            body = await self._read_body(request) if request.method == "POST" else b""
+        except _BodyError as exc:
+            gate.metrics.rejected("bad_body")
+            return _error(exc.status, str(exc), close=True)
+        try:
+            payload = self._parse(body)
+        except ValueError as exc:
+            gate.metrics.rejected("bad_json")
+            return _error(400, f"invalid JSON body: {exc}")
+        trigger = request.query.get("trigger", "")
+        try:
+            result = await gate.run(payload, trigger=trigger)
+        except AtCapacity as exc:
+            return _error(429, str(exc), headers={"Retry-After": "1"})
+        except Draining as exc:
+            return _error(503, str(exc), close=True)
+        except Exception as exc:  # noqa: BLE001 - a bug in the engine must not kill the connection
+            message = gate.engine.redact(f"{type(exc).__name__}: {exc}")
+            log.exception("run failed inside the engine: %s", message)
+            return _error(500, f"internal error: {message}")
+        return web.Response(
+            status=_STATUS_CODES.get(result.status, 500),
+            body=result_to_json(result).encode(),
+            content_type=_JSON,
+        )
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.options.max_body
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise _BodyError(413, f"request body is {declared} bytes; the limit is {limit} bytes (--max-body)")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.options.body_timeout):
+                # Chunked bodies declare no length: count as they stream in.
+                async for chunk in request.content.iter_any():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _BodyError(413, f"request body exceeds the limit of {limit} bytes (--max-body)")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise _BodyError(408, f"request body not received within {self.options.body_timeout:g} s") from None
+        return b"".join(chunks)
+
+    @staticmethod
+    def _parse(body: bytes) -> Any:
+        if not body.strip():
+            return {}
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        return json.loads(text, parse_constant=_reject_constant)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = {"status": "ok"}
+        if "verbose" in request.query:
+            engine = self.gate.engine
+            body.update(
+                workflow=engine.spec.name,
+                version=engine.spec.version,
+                nodes=list(engine.dag.order),
+                in_flight=self.gate.in_flight,
+                draining=self.gate.draining,
+                max_concurrent_runs=self.gate.max_concurrent_runs,
+                uptime_seconds=round(time.monotonic() - self.started, 3),
+                permission_lock=self.lock_report(),
+            )
+        return web.json_response(body)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.gate.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.gate.metrics.render())
+        response.headers["Content-Type"] = self.gate.metrics.content_type
+        return response
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """404/405 and friends as `{"error": …}` like every other answer."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
+
+
+def create_app(frontend: HttpFrontend) -> web.Application:
+    # The body limit is enforced while streaming in HttpFrontend._read_body.
+    app = web.Application(middlewares=[_json_errors], client_max_size=frontend.options.max_body)
+    app.router.add_route("POST", "/run", frontend.run)
+    app.router.add_route("GET", "/run", frontend.run)
+    app.router.add_get("/healthz", frontend.healthz)
+    app.router.add_get("/readyz", frontend.readyz)
+    app.router.add_get("/metrics", frontend.metrics)
+    return app
+
+
+def create_runner(frontend: HttpFrontend, *, shutdown_timeout: float = 2.0) -> web.AppRunner:
+    """An AppRunner with the slow-client limits applied (no access log: it costs req/s)."""
+    return web.AppRunner(
+        create_app(frontend),
+        access_log=None,
+        keepalive_timeout=frontend.options.idle_timeout,
+        # After a refused body (413/408) read and drop the rest for at most
+        # this long, so the client sees our answer instead of a reset.
+        lingering_time=1.0,
+        shutdown_timeout=shutdown_timeout,
+        handle_signals=False,
+    )

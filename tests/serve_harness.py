@@ -1,0 +1,222 @@
+"""Helpers for tests that serve workflows: write a workflow, serve it in-process
+or as a real `python -m engine` / `./pipedreamer dev` process, run a real nats-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable, Mapping
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_workflow(
+    directory: Path,
+    nodes: Mapping[str, str],
+    edges: Iterable[tuple[str, str]] = (),
+    *,
+    name: str = "test-flow",
+    config: Mapping[str, Any] | None = None,
+    triggers: list[dict[str, Any]] | None = None,
+    node_options: Mapping[str, Mapping[str, Any]] | None = None,
+    secrets: Mapping[str, Any] | None = None,
+) -> Path:
+    """A workflow directory: `nodes` maps node id → Python source of its module."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "nodes").mkdir(exist_ok=True)
+    spec: dict[str, Any] = {
+        "name": name,
+        "version": "1.0",
+        "triggers": triggers or [{"type": "manual"}],
+        "nodes": {},
+        "edges": [{"from": a, "to": b} for a, b in edges],
+    }
+    if config:
+        spec["config"] = dict(config)
+    for node_id, source in nodes.items():
+        (directory / "nodes" / f"{node_id}.py").write_text(textwrap.dedent(source))
+        spec["nodes"][node_id] = {"path": f"nodes/{node_id}.py", **dict((node_options or {}).get(node_id, {}))}
+    (directory / "workflow.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    if secrets is not None:
+        (directory / ".secrets.yaml").write_text(yaml.safe_dump(dict(secrets)))
+    return directory
+
+
+@contextlib.asynccontextmanager
+async def serving(workflow: Path, **overrides: Any) -> AsyncIterator[Any]:
+    """The real ServingEngine on loopback, free ports, no permission lock (it is per process)."""
+    from engine.serve import ServingEngine
+    from engine.serve_options import HttpOptions, ServeOptions
+
+    http = overrides.pop("http", None) or HttpOptions()
+    options = ServeOptions(workflow=workflow, host="127.0.0.1", port=0, grpc_port=0, http=http, **overrides)
+    engine = await ServingEngine.start(options)
+    try:
+        yield engine
+    finally:
+        if not engine.gate.draining:
+            await engine.shutdown(timeout=overrides.get("shutdown_timeout", 5.0))
+
+
+def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class ServerProcess:
+    """A real serving process (`python -m engine …` or `./pipedreamer dev …`), output captured to a file."""
+
+    def __init__(self, argv: list[str], *, port: int, grpc_port: int, env: Mapping[str, str] | None = None, cwd: Path = REPO):
+        self.port = port
+        self.grpc_port = grpc_port
+        self.log_path = Path(tempfile.mkstemp(prefix="pipedreamer-serve-", suffix=".log")[1])
+        self._log = self.log_path.open("wb")
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(REPO)
+        full_env.update(env or {})
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @classmethod
+    def engine(cls, workflow: Path, *extra: str, env: Mapping[str, str] | None = None) -> "ServerProcess":
+        port, grpc_port = free_port(), free_port()
+        argv = [sys.executable, "-m", "engine", "--workflow", str(workflow), "--host", "127.0.0.1",
+                "--port", str(port), "--grpc-port", str(grpc_port), *extra]
+        return cls(argv, port=port, grpc_port=grpc_port, env=env)
+
+    @classmethod
+    def dev(cls, workflow: Path, *extra: str) -> "ServerProcess":
+        port, grpc_port = free_port(), free_port()
+        argv = [str(REPO / "pipedreamer"), "dev", str(workflow), "--port", str(port), "--grpc-port", str(grpc_port), *extra]
+        return cls(argv, port=port, grpc_port=grpc_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 20.0) -> float:
+        """Seconds from spawn to the first /readyz 200; fails with the process output."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode} before it was ready:\n{self.output()}")
+            try:
+                status, _ = _get(self.url + "/readyz", timeout=0.5)
+                if status == 200:
+                    return time.monotonic() - self.started
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"server not ready within {timeout}s:\n{self.output()}")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"server still running after {timeout}s:\n{self.output()}") from None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+
+
+def post_json(url: str, body: Any = None, *, data: bytes | None = None, timeout: float = 30.0) -> tuple[int, Any]:
+    payload = data if data is not None else json.dumps({} if body is None else body).encode()
+    request = urllib.request.Request(url, data=payload, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+class NatsServer:
+    """A real nats-server on a free loopback port with token auth; restartable on the same port."""
+
+    def __init__(self, token: str = "s3cret-nats-token"):
+        binary = shutil.which("nats-server")
+        if binary is None:
+            raise AssertionError("nats-server is not installed (apt-get install -y nats-server; .ci/run installs it)")
+        self.binary = binary
+        self.token = token
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = Path(tempfile.mkstemp(prefix="nats-server-", suffix=".log")[1])
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "--auth", self.token],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"nats-server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                if sock.recv(4096).startswith(b"INFO"):
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"nats-server did not listen on {self.port} within {timeout}s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self.log_path.unlink(missing_ok=True)
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
