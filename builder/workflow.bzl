@@ -1,25 +1,69 @@
 """pipedreamer_workflow: the Bazel targets of one workflow project."""
 
 load("@rules_python//python:defs.bzl", "py_test")
+load("//builder:image.bzl", "pipedreamer_image", "pipedreamer_layer")
+load("//builder:image_defaults.bzl", "DEFAULT_REGISTRY")
 
-def pipedreamer_workflow(name, spec, srcs, fixtures = [], visibility = None, **kwargs):
+# What `pipedreamer build` never copies to /app (builder/build.py workflow_entries:
+# hidden top-level entries, tests/, Bazel files, Dockerfile.pipedreamer, caches).
+# The layer tool applies build.py's own rules again; this only keeps such files
+# (secrets among them) out of the action's inputs. Never exclude more than
+# build.py does, or the two layers would differ.
+WORKFLOW_LAYER_EXCLUDES = [
+    ".*",
+    ".*/**",
+    "bazel-*/**",
+    "tests/**",
+    "BUILD",
+    "BUILD.bazel",
+    "Dockerfile.pipedreamer",
+    "**/__pycache__/**",
+    "**/*.pyc",
+    "**/*.pyo",
+]
+
+def pipedreamer_workflow(
+        name,
+        spec,
+        srcs,
+        fixtures = [],
+        data = None,
+        base = None,
+        repository = None,
+        visibility = None,
+        **kwargs):
     """Declares a workflow's targets.
 
     :files      the spec, node sources and fixtures
     :check      bazel test: `pipedreamer validate` then `pipedreamer test`
+    :layers     the workflow's /app layer tar, byte for byte what `pipedreamer build` writes
+    :image      rules_oci image: base, wheels, engine and workflow layers, configured as
+                `pipedreamer build` configures it (entrypoint, env, user 65534, /app, labels)
+    :push       bazel run: push :image to `repository`, tagged with the workflow version
+    :load       bazel run: load :image into docker/podman as <name>:<version>
+
+    Build for arm64 with --platforms=//deploy/platforms:linux_arm64.
 
     Args:
       name: the workflow name (as in workflow.yaml).
       spec: the workflow.yaml file.
       srcs: the node sources (nodes/**/*.py).
       fixtures: tests/fixtures/*.json.
+      data: the files of the workflow directory that go to /app. Default: every
+        file of the package except WORKFLOW_LAYER_EXCLUDES, as `pipedreamer build`
+        takes the whole directory.
+      base: the base image (an OCI layout target). Default: //deploy/base:image,
+        assembled from deploy/base/lock.json for the target platform.
+      repository: where :push pushes. Default: localhost:30500/<name>.
       visibility: visibility of the generated targets.
       **kwargs: common attributes (tags, ...) for every target.
     """
+    tags = kwargs.pop("tags", [])
     native.filegroup(
         name = "files",
         srcs = [spec] + srcs + fixtures,
         visibility = visibility,
+        tags = tags,
         **kwargs
     )
     py_test(
@@ -31,5 +75,43 @@ def pipedreamer_workflow(name, spec, srcs, fixtures = [], visibility = None, **k
         deps = [Label("//builder:workflow_check")],
         env = {"PIPEDREAMER_WORKFLOW": name},
         visibility = visibility,
+        tags = tags,
+        **kwargs
+    )
+
+    if data == None:
+        data = native.glob(["**"], exclude = WORKFLOW_LAYER_EXCLUDES, allow_empty = True)
+    layer_srcs = {label: None for label in [spec] + srcs + data}.keys()
+    pipedreamer_layer(
+        name = "workflow_layer",
+        mode = "workflow",
+        spec = spec,
+        srcs = layer_srcs,
+        visibility = ["//visibility:private"],
+        tags = tags,
+        **kwargs
+    )
+    native.filegroup(
+        name = "layers",
+        srcs = [":workflow_layer"],
+        visibility = visibility,
+        tags = tags,
+        **kwargs
+    )
+    pipedreamer_image(
+        name = "image",
+        base = base or Label("//deploy/base:image"),
+        tars = [
+            Label("//deploy/engine:wheels_layer"),
+            Label("//deploy/engine:engine_layer"),
+            ":workflow_layer",
+        ],
+        spec = spec,
+        srcs = srcs,
+        repository = repository or "%s/%s" % (DEFAULT_REGISTRY, name),
+        push_target = "push",
+        load_target = "load",
+        visibility = visibility,
+        tags = tags,
         **kwargs
     )

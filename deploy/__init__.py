@@ -1,0 +1,1 @@
+"""Deployment assets: the distroless base, cluster add-ons."""

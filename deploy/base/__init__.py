@@ -1,0 +1,1 @@
+"""The distroless Python base: package list, lock, refresh and assembly."""
