@@ -1,18 +1,114 @@
-"""`pipedreamer deploy`: deploy a workflow to Kubernetes (not implemented yet)."""
+"""`pipedreamer deploy [DIR]`: render the workflow's manifests and server-side apply them."""
 
 from __future__ import annotations
 
 import argparse
 
+from builder.manifests import (
+    DEFAULT_CURL_IMAGE,
+    DEFAULT_RUNTIME_CLASS,
+    ManifestOptions,
+    image_reference,
+    redact_secrets,
+    render_manifests,
+    to_yaml,
+)
+from builder.secrets_manifest import load_secret_data, secret_name
+from cli.arguments import duration
 from cli.errors import CommandError
 from cli.output import Output
+from engine.compiler import compile_dag
+from engine.spec import load_spec
+from k8s.apply import deploy_objects, wait_for_rollout
+from k8s.client import connect, resolve_namespace
 
-HELP = "deploy a workflow to Kubernetes (not implemented yet)"
+HELP = "deploy a workflow to Kubernetes (server-side apply)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("dir", nargs="?", default=".", help="workflow directory (default: .)")
+    parser.add_argument("--dry-run", action="store_true", help="print the manifests as YAML; touch no cluster")
+    parser.add_argument("--show-secrets", action="store_true", help="with --dry-run: print Secret values instead of <redacted>")
+    parser.add_argument("--cluster-registry", help="registry the cluster pulls from (image: REGISTRY/NAME:VERSION); wins over --registry")
+    parser.add_argument("--image", help="full image reference (e.g. with @sha256 digest); overrides the registries")
+    parser.add_argument("--replicas", type=int, default=1, help="engine replicas (default: 1)")
+    parser.add_argument(
+        "--runtime-class",
+        default=DEFAULT_RUNTIME_CLASS,
+        help=f"pod RuntimeClass (default: {DEFAULT_RUNTIME_CLASS}); '' leaves it out, for clusters without gVisor",
+    )
+    parser.add_argument("--curl-image", default=DEFAULT_CURL_IMAGE, help="image the cron trigger jobs run curl from")
+    parser.add_argument("--wait", action="store_true", help="wait for the rollout to finish, showing progress")
+    parser.add_argument("--timeout", type=duration, default=300.0, help="with --wait: give up after this long (default: 5m)")
+    parser.add_argument(
+        "--force-conflicts", action="store_true", help="take over fields another field manager owns (server-side apply force)"
+    )
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    raise CommandError("`pipedreamer deploy` is not implemented yet")
+    if args.replicas < 0:
+        raise CommandError("--replicas must be 0 or more")
+    if args.show_secrets and not args.dry_run:
+        raise CommandError("--show-secrets only applies to --dry-run")
+    loaded = load_spec(args.dir)
+    compile_dag(loaded.spec)
+    spec = loaded.spec
+    image = image_reference(spec, image=args.image, registry=args.registry, cluster_registry=args.cluster_registry)
+    secrets = load_secret_data(args.dir)
+    if secrets and secrets.ignored:
+        out.warning(f"{secrets.ignored} is ignored: {secrets.source} takes precedence")
+
+    cluster = None
+    if args.dry_run:
+        namespace = resolve_namespace(args.kubeconfig, args.context, args.namespace)
+    else:
+        cluster = connect(args.kubeconfig, args.context, args.namespace)
+        namespace = cluster.namespace
+    options = ManifestOptions(
+        namespace=namespace,
+        image=image,
+        replicas=args.replicas,
+        runtime_class=args.runtime_class or None,
+        curl_image=args.curl_image,
+    )
+    objects = render_manifests(spec, options, secrets.data if secrets else None)
+
+    if args.dry_run:
+        shown = objects if args.show_secrets else redact_secrets(objects)
+        out.result({"namespace": namespace, "image": image, "manifests": shown}, to_yaml(shown))
+        return 0
+
+    assert cluster is not None
+    with cluster:
+        if secrets is None:
+            out.info(f"no .secrets/ or .secrets.yaml in {args.dir}: Secret {secret_name(spec.name)!r} is not applied (an existing one stays)")
+        applied = deploy_objects(cluster, spec.name, objects, force=args.force_conflicts)
+        rollout = None
+        if args.wait:
+            out.info(f"waiting for deployment/{spec.name} to roll out (timeout {args.timeout:g}s)")
+            state = wait_for_rollout(
+                cluster, spec.name, args.timeout, on_progress=lambda text: out.info(f"  rollout: {text}")
+            )
+            rollout = {"done": True, "desired": state.desired, "available": state.available, "updated": state.updated}
+    changed = [a for a in applied if a.action != "unchanged"]
+    lines = [f"{a.kind.lower()}/{a.name} {a.action}" for a in applied]
+    summary = (
+        f"{spec.name} {spec.version} deployed to namespace {namespace!r} ({image})"
+        if changed
+        else f"{spec.name} {spec.version} is already deployed as specified in namespace {namespace!r} (no changes)"
+    )
+    if rollout:
+        summary += "; rollout complete"
+    out.result(
+        {
+            "workflow": spec.name,
+            "version": spec.version,
+            "namespace": namespace,
+            "image": image,
+            "changed": bool(changed),
+            "objects": [a.to_dict() for a in applied],
+            "rollout": rollout,
+        },
+        "\n".join(lines + [summary]),
+    )
+    return 0

@@ -1,18 +1,34 @@
-"""`pipedreamer list`: list deployed workflows (not implemented yet)."""
+"""`pipedreamer list`: every workflow deployed by pipedreamer, with version and readiness."""
 
 from __future__ import annotations
 
 import argparse
 
-from cli.errors import CommandError
 from cli.output import Output
+from cli.table import render_table
+from k8s.client import connect
+from k8s.listing import list_workflows
 
-HELP = "list deployed workflows (not implemented yet)"
+HELP = "list deployed workflows (Deployments labelled managed-by=pipedreamer)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--all-namespaces", "-A", action="store_true", help="list across all namespaces")
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    raise CommandError("`pipedreamer list` is not implemented yet")
+    with connect(args.kubeconfig, args.context, args.namespace) as cluster:
+        rows = list_workflows(cluster, all_namespaces=args.all_namespaces)
+        namespace = cluster.namespace
+    data = {"workflows": [r.to_dict() for r in rows]}
+    if not rows:
+        where = "any namespace" if args.all_namespaces else f"namespace {namespace!r}"
+        out.result(data, f"no workflows deployed in {where}")
+        return 0
+    headers = ["NAME", "VERSION", "READY", "CRON", "IMAGE"]
+    table = [[r.name, r.version, f"{r.ready}/{r.desired}", r.cronjobs, r.image] for r in rows]
+    if args.all_namespaces:
+        headers.insert(0, "NAMESPACE")
+        table = [[r.namespace, *row] for r, row in zip(rows, table)]
+    out.result(data, render_table(headers, table))
+    return 0

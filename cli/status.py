@@ -1,18 +1,58 @@
-"""`pipedreamer status`: show a deployed workflow's health (not implemented yet)."""
+"""`pipedreamer status NAME [--detail]`: how a deployed workflow is doing."""
 
 from __future__ import annotations
 
 import argparse
 
-from cli.errors import CommandError
 from cli.output import Output
+from cli.table import render_table
+from k8s.client import connect
+from k8s.status import WorkflowStatus, get_status
 
-HELP = "show a deployed workflow's health (not implemented yet)"
+HELP = "show a deployed workflow's health (--detail: image, runtime, pods, events)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("name", help="workflow name")
+    parser.add_argument("--detail", action="store_true", help="also show image, runtime class, pods, CronJobs and recent events")
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    raise CommandError("`pipedreamer status` is not implemented yet")
+    with connect(args.kubeconfig, args.context, args.namespace) as cluster:
+        status = get_status(cluster, args.name, detail=args.detail)
+    out.result(status.to_dict(), format_status(status, args.detail))
+    return 0
+
+
+def format_status(status: WorkflowStatus, detail: bool) -> str:
+    health = "healthy" if status.healthy else "not ready"
+    lines = [
+        f"{status.name} {status.version} in namespace {status.namespace}: {health}",
+        f"  replicas: {status.ready}/{status.desired} ready, {status.updated} updated, {status.available} available",
+    ]
+    if not detail:
+        return "\n".join(lines)
+    lines += [
+        f"  image: {status.image}",
+        f"  runtime class: {status.runtime_class or '(none: runs on the node default runtime)'}",
+    ]
+    if status.conditions:
+        lines.append(f"  conditions: {', '.join(status.conditions)}")
+    lines.append("")
+    if status.pods:
+        lines.append("pods:")
+        rows = [(p.name, p.phase, "yes" if p.ready else "no", p.restarts, p.node or "-", p.reason) for p in status.pods]
+        lines += ["  " + line for line in render_table(("NAME", "PHASE", "READY", "RESTARTS", "NODE", "REASON"), rows).splitlines()]
+    else:
+        lines.append("pods: none")
+    if status.cronjobs:
+        lines.append("cron jobs:")
+        rows = [(c.name, c.schedule, "yes" if c.suspended else "no", c.last_schedule or "never", c.active) for c in status.cronjobs]
+        lines += ["  " + line for line in render_table(("NAME", "SCHEDULE", "SUSPENDED", "LAST RUN", "ACTIVE"), rows).splitlines()]
+    if status.events:
+        lines.append("recent events:")
+        rows = [(e.time, e.type, e.object, e.reason, e.message) for e in status.events]
+        lines += ["  " + line for line in render_table(("TIME", "TYPE", "OBJECT", "REASON", "MESSAGE"), rows).splitlines()]
+    else:
+        lines.append("recent events: none")
+    return "\n".join(lines)

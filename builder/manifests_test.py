@@ -1,0 +1,276 @@
+"""Manifests are pure: security contexts, probes, RuntimeClass, labels, volumes, CronJobs, YAML."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from builder.errors import BuildError
+from builder.manifests import (
+    DEFAULT_CURL_IMAGE,
+    SECRET_CHECKSUM_ANNOTATION,
+    ManifestOptions,
+    cronjob_names,
+    image_reference,
+    label_value,
+    redact_secrets,
+    render_cronjobs,
+    render_deployment,
+    render_manifests,
+    render_service,
+    to_yaml,
+)
+from builder.secrets_manifest import REDACTED
+from engine.spec import parse_spec
+
+BASE = """
+name: digest
+version: "1.0"
+nodes:
+  a: {path: nodes/a.py}
+"""
+
+
+def spec_with(triggers: str = "", version: str = '"1.0"'):
+    text = BASE.replace('"1.0"', version) + (f"triggers:\n{triggers}" if triggers else "")
+    return parse_spec(text).spec
+
+
+ONE_CRON = "  - type: cron\n    name: daily\n    schedule: '0 9 * * *'\n"
+TWO_CRON = ONE_CRON + "  - type: manual\n  - type: cron\n    schedule: '*/5 * * * *'\n"
+OPTIONS = ManifestOptions(namespace="team", image="reg.example/digest:1.0.0")
+
+
+def by_kind(objects, kind):
+    return [o for o in objects if o["kind"] == kind]
+
+
+def engine_container(deployment):
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+# ------------------------------------------------------------------ image
+
+
+def test_image_reference_prefers_cluster_registry():
+    spec = spec_with()
+    assert image_reference(spec, registry="ext:5000/") == "ext:5000/digest:1.0.0"
+    assert image_reference(spec, registry="ext:5000", cluster_registry="zot.zot:5000") == "zot.zot:5000/digest:1.0.0"
+    assert image_reference(spec, image="x/y@sha256:" + "a" * 64, registry="ext") == "x/y@sha256:" + "a" * 64
+
+
+def test_image_reference_needs_a_registry():
+    with pytest.raises(BuildError, match="--cluster-registry.*--registry.*--image"):
+        image_reference(spec_with())
+
+
+def test_build_metadata_is_valid_as_tag_and_label():
+    spec = spec_with(version='"1.2.3-rc.1+build.7"')
+    assert image_reference(spec, registry="r") == "r/digest:1.2.3-rc.1_build.7"
+    assert re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", label_value(spec.version))
+    assert len(label_value("1." + "9" * 100)) <= 63
+
+
+# -------------------------------------------------------------- deployment
+
+
+def test_deployment_pod_security():
+    pod = render_deployment(spec_with(), OPTIONS)["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "gvisor"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65534,
+        "runAsGroup": 65534,
+        "fsGroup": 65534,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert "hostNetwork" not in pod and "hostPID" not in pod and "hostIPC" not in pod
+
+
+def test_deployment_container_security():
+    container = engine_container(render_deployment(spec_with(), OPTIONS))
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65534
+    assert sc["privileged"] is False
+    assert "env" not in container and "envFrom" not in container, "secrets are never environment variables"
+
+
+def test_runtime_class_can_be_left_out():
+    options = ManifestOptions(namespace="n", image="i:1", runtime_class=None)
+    assert "runtimeClassName" not in render_deployment(spec_with(), options)["spec"]["template"]["spec"]
+
+
+def test_deployment_probes_ports_resources():
+    deployment = render_deployment(spec_with(), OPTIONS)
+    assert deployment["spec"]["replicas"] == 1
+    container = engine_container(deployment)
+    assert container["image"] == "reg.example/digest:1.0.0"
+    assert {(p["name"], p["containerPort"]) for p in container["ports"]} == {("http", 8080), ("grpc", 9090)}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) == {"cpu", "memory", "ephemeral-storage"}
+
+
+def test_deployment_volumes_secret_and_tmp():
+    deployment = render_deployment(spec_with(), OPTIONS)
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["secrets"]["secret"]["secretName"] == "digest-secrets"
+    assert volumes["secrets"]["secret"]["optional"] is True
+    assert volumes["tmp"]["emptyDir"]["sizeLimit"] == "64Mi"
+    mounts = {m["name"]: m for m in engine_container(deployment)["volumeMounts"]}
+    assert mounts["secrets"] == {"name": "secrets", "mountPath": "/app/secrets", "readOnly": True}
+    assert mounts["tmp"]["mountPath"] == "/tmp"
+
+
+def test_labels_and_selector():
+    deployment = render_deployment(spec_with(version='"2.1"'), OPTIONS)
+    labels = deployment["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "digest"
+    assert labels["app.kubernetes.io/version"] == "2.1.0"
+    assert labels["app.kubernetes.io/managed-by"] == "pipedreamer"
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    template_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= template_labels.items()
+    assert "app.kubernetes.io/version" not in selector, "the selector is immutable; versions change"
+
+
+def test_service_ports_and_selector():
+    service = render_service(spec_with(), OPTIONS)
+    assert service["metadata"]["name"] == "digest"
+    assert service["spec"]["type"] == "ClusterIP"
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert ports["http"]["port"] == 8080 and ports["http"]["targetPort"] == "http"
+    assert ports["grpc"]["port"] == 9090 and ports["grpc"]["appProtocol"] == "grpc"
+    deployment = render_deployment(spec_with(), OPTIONS)
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+# ----------------------------------------------------------------- secrets
+
+
+def test_secret_checksum_annotation_rolls_pods_when_secrets_change():
+    spec = spec_with()
+
+    def checksum(secrets):
+        deployment = by_kind(render_manifests(spec, OPTIONS, secrets), "Deployment")[0]
+        return deployment["spec"]["template"]["metadata"].get("annotations", {}).get(SECRET_CHECKSUM_ANNOTATION)
+
+    first = checksum({"github": '{"token":"a"}'})
+    assert first and re.fullmatch(r"[0-9a-f]{64}", first)
+    assert checksum({"github": '{"token":"a"}'}) == first
+    assert checksum({"github": '{"token":"b"}'}) != first
+    assert checksum(None) is None
+
+
+def test_manifests_order_and_secret_only_when_given():
+    spec = spec_with(ONE_CRON)
+    kinds = [o["kind"] for o in render_manifests(spec, OPTIONS, {"k": "v"})]
+    assert kinds == ["Secret", "Service", "Deployment", "CronJob"]
+    kinds = [o["kind"] for o in render_manifests(spec, OPTIONS, None)]
+    assert kinds == ["Service", "Deployment", "CronJob"]
+    for obj in render_manifests(spec, OPTIONS, {"k": "v"}):
+        assert obj["metadata"]["namespace"] == "team"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "pipedreamer"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "digest"
+
+
+def test_dry_run_yaml_redacts_secret_values():
+    objects = render_manifests(spec_with(), OPTIONS, {"github": "ghp_supersecret"})
+    text = to_yaml(redact_secrets(objects))
+    assert "ghp_supersecret" not in text
+    assert REDACTED in text
+    shown = to_yaml(objects)
+    assert "ghp_supersecret" in shown
+    assert by_kind(objects, "Secret")[0]["stringData"]["github"] == "ghp_supersecret", "redaction copies"
+
+
+# ----------------------------------------------------------------- cronjobs
+
+
+def test_cronjob_naming():
+    assert cronjob_names(spec_with()) == []
+    assert cronjob_names(spec_with(ONE_CRON)) == ["digest-cron"]
+    assert cronjob_names(spec_with(TWO_CRON)) == ["digest-cron-0", "digest-cron-1"]
+
+
+def test_cronjob_fields():
+    (job,) = render_cronjobs(spec_with(ONE_CRON), OPTIONS)
+    assert job["metadata"]["name"] == "digest-cron"
+    assert job["spec"]["schedule"] == "0 9 * * *"
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    assert job["spec"]["successfulJobsHistoryLimit"] == 3
+    assert job["spec"]["failedJobsHistoryLimit"] == 3
+    labels = job["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "digest"
+    assert labels["app.kubernetes.io/managed-by"] == "pipedreamer"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "cron-trigger"
+
+
+def test_cronjob_posts_trigger_name_to_service():
+    jobs = render_cronjobs(spec_with(TWO_CRON), OPTIONS)
+    bodies, urls = [], []
+    for job in jobs:
+        container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == DEFAULT_CURL_IMAGE
+        args = container["args"]
+        bodies.append(json.loads(args[args.index("--data") + 1]))
+        urls.append(args[-1])
+        assert args[args.index("--request") + 1] == "POST"
+    assert bodies == [{"trigger": "daily"}, {"trigger": "cron"}]
+    assert set(urls) == {"http://digest.team.svc.cluster.local:8080/run"}
+
+
+def test_cronjob_container_hardened_like_the_deployment():
+    (job,) = render_cronjobs(spec_with(ONE_CRON), ManifestOptions(namespace="n", image="i:1", curl_image="curl:pinned"))
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65534, "numeric: the curl image names its user"
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]
+    assert container["image"] == "curl:pinned"
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert set(container["resources"]["limits"]) == {"cpu", "memory", "ephemeral-storage"}
+
+
+def test_engine_selector_does_not_match_cron_pods():
+    spec = spec_with(ONE_CRON)
+    selector = render_service(spec, OPTIONS)["spec"]["selector"]
+    (job,) = render_cronjobs(spec, OPTIONS)
+    cron_labels = job["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= cron_labels.items()
+
+
+def test_default_curl_image_is_pinned_by_digest():
+    assert re.fullmatch(r"curlimages/curl:[0-9.]+@sha256:[0-9a-f]{64}", DEFAULT_CURL_IMAGE)
+
+
+# --------------------------------------------------------------------- yaml
+
+
+def test_yaml_round_trips_as_multi_document():
+    objects = render_manifests(spec_with(TWO_CRON), OPTIONS, {"a": "line1\nline2"})
+    text = to_yaml(objects)
+    assert text.startswith("---\n")
+    assert list(yaml.safe_load_all(text)) == objects
+    assert "schedule: \"0 9 * * *\"" in text
+
+
+def test_rendering_is_deterministic():
+    spec = spec_with(TWO_CRON)
+    assert to_yaml(render_manifests(spec, OPTIONS, {"a": "1"})) == to_yaml(render_manifests(spec, OPTIONS, {"a": "1"}))

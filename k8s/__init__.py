@@ -1,0 +1,1 @@
+"""Cluster operations over the `kubernetes` client: apply, status, logs, list, delete, run, preflight."""

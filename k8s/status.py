@@ -1,0 +1,174 @@
+"""How a deployed workflow is doing: replicas, image, runtime class, pods, CronJobs, events."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from builder.manifests import ENGINE_CONTAINER, LABEL_VERSION, selector_labels, workflow_selector
+from k8s import kinds
+from k8s.apply import pod_not_ready_reason, rollout_state
+from k8s.client import Cluster
+from k8s.errors import ClusterError
+
+RECENT_EVENTS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class PodInfo:
+    name: str
+    phase: str
+    ready: bool
+    restarts: int
+    node: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EventInfo:
+    time: str
+    type: str
+    object: str
+    reason: str
+    message: str
+    count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CronInfo:
+    name: str
+    schedule: str
+    suspended: bool
+    last_schedule: str
+    active: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowStatus:
+    name: str
+    namespace: str
+    version: str
+    image: str
+    runtime_class: str
+    desired: int
+    ready: int
+    updated: int
+    available: int
+    conditions: tuple[str, ...]
+    pods: tuple[PodInfo, ...] = ()
+    cronjobs: tuple[CronInfo, ...] = ()
+    events: tuple[EventInfo, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        return self.desired > 0 and self.available >= self.desired and self.ready >= self.desired
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["healthy"] = self.healthy
+        return data
+
+
+def _selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
+def get_status(cluster: Cluster, name: str, *, detail: bool = False, namespace: str | None = None) -> WorkflowStatus:
+    """The workflow's Deployment summary; with `detail`, its pods, CronJobs and recent events."""
+    namespace = namespace or cluster.namespace
+    deployment = cluster.get(kinds.DEPLOYMENT, name, namespace)
+    if deployment is None:
+        raise ClusterError(
+            f"workflow {name!r} is not deployed in namespace {namespace!r} (no Deployment {name!r}); "
+            "see `pipedreamer list`",
+            reason="not-found",
+        )
+    state = rollout_state(deployment)
+    pod_spec = deployment.get("spec", {}).get("template", {}).get("spec", {})
+    containers = pod_spec.get("containers") or [{}]
+    engine = next((c for c in containers if c.get("name") == ENGINE_CONTAINER), containers[0])
+    conditions = tuple(
+        f"{c.get('type')}={c.get('status')}" + (f" ({c.get('reason')})" if c.get("reason") else "")
+        for c in deployment.get("status", {}).get("conditions") or []
+    )
+    status = WorkflowStatus(
+        name=name,
+        namespace=namespace,
+        version=deployment.get("metadata", {}).get("labels", {}).get(LABEL_VERSION, ""),
+        image=engine.get("image", ""),
+        runtime_class=pod_spec.get("runtimeClassName", ""),
+        desired=state.desired,
+        ready=state.ready,
+        updated=state.updated,
+        available=state.available,
+        conditions=conditions,
+    )
+    if not detail:
+        return status
+    pods = cluster.list(kinds.POD, namespace, selector=_selector(selector_labels(name)))
+    cronjobs = cluster.list(kinds.CRONJOB, namespace, selector=workflow_selector(name))
+    replicasets = cluster.list(kinds.REPLICASET, namespace, selector=_selector(selector_labels(name)))
+    related = {("Deployment", name), ("Service", name)}
+    related |= {("Pod", p["metadata"]["name"]) for p in pods}
+    related |= {("ReplicaSet", r["metadata"]["name"]) for r in replicasets}
+    related |= {("CronJob", c["metadata"]["name"]) for c in cronjobs}
+    events = [
+        e
+        for e in cluster.list(kinds.EVENT, namespace)
+        if (e.get("involvedObject", {}).get("kind"), e.get("involvedObject", {}).get("name")) in related
+    ]
+    events.sort(key=_event_time)
+    return dataclasses.replace(
+        status,
+        pods=tuple(_pod_info(p) for p in sorted(pods, key=lambda p: p["metadata"]["name"])),
+        cronjobs=tuple(_cron_info(c) for c in sorted(cronjobs, key=lambda c: c["metadata"]["name"])),
+        events=tuple(_event_info(e) for e in events[-RECENT_EVENTS:]),
+    )
+
+
+def _pod_info(pod: Mapping) -> PodInfo:
+    status = pod.get("status") or {}
+    restarts = sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or [])
+    reason = pod_not_ready_reason(pod)
+    return PodInfo(
+        name=pod["metadata"]["name"],
+        phase=status.get("phase", "Unknown"),
+        ready=not reason,
+        restarts=restarts,
+        node=pod.get("spec", {}).get("nodeName", ""),
+        reason=reason,
+    )
+
+
+def _cron_info(job: Mapping) -> CronInfo:
+    spec = job.get("spec") or {}
+    status = job.get("status") or {}
+    return CronInfo(
+        name=job["metadata"]["name"],
+        schedule=spec.get("schedule", ""),
+        suspended=bool(spec.get("suspend")),
+        last_schedule=status.get("lastScheduleTime", ""),
+        active=len(status.get("active") or []),
+    )
+
+
+def _event_time(event: Mapping) -> str:
+    return (
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event.get("firstTimestamp")
+        or event.get("metadata", {}).get("creationTimestamp")
+        or ""
+    )
+
+
+def _event_info(event: Mapping) -> EventInfo:
+    involved = event.get("involvedObject") or {}
+    return EventInfo(
+        time=_event_time(event),
+        type=event.get("type", ""),
+        object=f"{involved.get('kind', '').lower()}/{involved.get('name', '')}",
+        reason=event.get("reason", ""),
+        message=(event.get("message") or "").strip(),
+        count=event.get("count") or 1,
+    )

@@ -1,0 +1,383 @@
+"""list, status, logs, run, undeploy, cluster check: against a real kube-apiserver.
+
+`logs` reaches a stand-in kubelet (tests/kubelet_stub.py) through the API
+server's pods/log; `run` reaches the real engine (`pipedreamer dev`) in a
+network namespace through the API server's service proxy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pathlib
+import sys
+import time
+
+import pytest
+import yaml
+
+from k8s import kinds
+from tests.k8s_support import (
+    REPO,
+    admin_cluster,
+    cli,
+    ensure_runtime_class,
+    get_or_none,
+    make_workflow,
+    new_namespace,
+)
+from tests.kubelet_stub import KubeletStub
+from tests.netns_host import NetnsHost, can_create_netns, wait_http
+
+REGISTRY = "localhost:30500"
+
+
+@pytest.fixture(scope="module")
+def admin(kube):
+    cluster = admin_cluster(kube)
+    ensure_runtime_class(cluster)
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def ns(admin):
+    return new_namespace(admin)
+
+
+def deploy(kube, ns, directory, *extra):
+    result = cli("deploy", str(directory), "-n", ns, "--registry", REGISTRY, *extra, kubeconfig=kube.kubeconfig)
+    assert result.code == 0, result.err
+    return result
+
+
+def labelled(admin, ns, name):
+    selector = f"app.kubernetes.io/name={name},app.kubernetes.io/managed-by=pipedreamer"
+    return {
+        (kind.kind, o["metadata"]["name"])
+        for kind in (kinds.DEPLOYMENT, kinds.SERVICE, kinds.SECRET, kinds.CRONJOB)
+        for o in admin.list(kind, ns, selector=selector)
+    }
+
+
+def engine_pod(kube, ns, workflow_dir, pod_name, node=None) -> dict:
+    """A Pod made from the Deployment's own pod template (as the ReplicaSet controller would)."""
+    dry = cli("deploy", str(workflow_dir), "--dry-run", "-n", ns, "--registry", REGISTRY)
+    template = next(d for d in yaml.safe_load_all(dry.out) if d["kind"] == "Deployment")["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**copy.deepcopy(template["metadata"]), "name": pod_name},
+           "spec": copy.deepcopy(template["spec"])}  # fmt: skip
+    if node:
+        pod["spec"]["nodeName"] = node
+    return pod
+
+
+def set_pod_running(admin, ns, name, ip):
+    now = "2026-01-01T00:00:00Z"
+    status = {
+        "phase": "Running",
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+        "containerStatuses": [{"name": "engine", "ready": True, "restartCount": 0, "image": "x", "imageID": "",
+                               "state": {"running": {"startedAt": now}}}],  # fmt: skip
+    }
+    admin.request(
+        "PATCH", kinds.POD.path(ns, name, "status"), body={"status": status},
+        content_type="application/merge-patch+json", verb="patch", resource="pods/status",
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------ list
+
+
+def test_list_shows_workflows_with_version_and_readiness(kube, admin, ns, tmp_path):
+    deploy(kube, ns, make_workflow(tmp_path, "alpha", version="1.2.0", crons=[("c", "0 1 * * *")]))
+    deploy(kube, ns, make_workflow(tmp_path, "beta", version="0.3.1"), "--replicas", "2")
+    result = cli("list", "-n", ns, "-o", "json", kubeconfig=kube.kubeconfig)
+    assert result.code == 0, result.err
+    rows = {r["name"]: r for r in result.json()["workflows"]}
+    assert set(rows) == {"alpha", "beta"}
+    assert rows["alpha"]["version"] == "1.2.0" and rows["alpha"]["desired"] == 1 and rows["alpha"]["cronjobs"] == 1
+    assert rows["beta"]["version"] == "0.3.1" and rows["beta"]["desired"] == 2 and rows["beta"]["cronjobs"] == 0
+    assert rows["alpha"]["ready"] == 0, "no kubelet: nothing is ready"
+
+    text = cli("list", "-n", ns, kubeconfig=kube.kubeconfig).out
+    assert text.splitlines()[0].split() == ["NAME", "VERSION", "READY", "CRON", "IMAGE"]
+    assert any(line.split()[:4] == ["beta", "0.3.1", "0/2", "0"] for line in text.splitlines())
+    everywhere = cli("list", "-A", kubeconfig=kube.kubeconfig).out
+    assert any(line.split()[:2] == [ns, "alpha"] for line in everywhere.splitlines())
+
+
+def test_list_empty_namespace(kube, ns):
+    result = cli("list", "-n", ns, kubeconfig=kube.kubeconfig)
+    assert result.code == 0 and f"no workflows deployed in namespace '{ns}'" in result.out
+
+
+# ---------------------------------------------------------------- status
+
+
+def test_status_reports_image_runtime_replicas_cronjobs(kube, admin, ns, tmp_path):
+    deploy(kube, ns, make_workflow(tmp_path, "stat", crons=[("daily", "0 9 * * *")]))
+    brief = cli("status", "stat", "-n", ns, kubeconfig=kube.kubeconfig)
+    assert brief.code == 0, brief.err
+    assert brief.out.splitlines()[0] == f"stat 1.0.0 in namespace {ns}: not ready"
+    assert "replicas: 0/1 ready" in brief.out
+
+    detail = cli("status", "stat", "-n", ns, "--detail", kubeconfig=kube.kubeconfig)
+    assert f"image: {REGISTRY}/stat:1.0.0" in detail.out
+    assert "runtime class: gvisor" in detail.out
+    assert "stat-cron" in detail.out and "0 9 * * *" in detail.out
+    data = cli("status", "stat", "-n", ns, "--detail", "-o", "json", kubeconfig=kube.kubeconfig).json()
+    assert data["runtime_class"] == "gvisor" and data["desired"] == 1 and data["healthy"] is False
+    assert [c["name"] for c in data["cronjobs"]] == ["stat-cron"]
+
+
+def test_status_of_a_workflow_that_is_not_deployed(kube, ns):
+    result = cli("status", "ghost", "-n", ns, kubeconfig=kube.kubeconfig)
+    assert result.code == 1
+    assert f"workflow 'ghost' is not deployed in namespace '{ns}'" in result.err
+
+
+# -------------------------------------------------------------- undeploy
+
+
+def test_undeploy_removes_everything_labelled_and_nothing_else(kube, admin, ns, tmp_path):
+    deploy(kube, ns, make_workflow(tmp_path, "gone", crons=[("a", "0 1 * * *"), ("b", "0 2 * * *")], secrets={"k": "v"}))
+    deploy(kube, ns, make_workflow(tmp_path, "stays"))
+    admin.create(kinds.SECRET, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hand-made"}, "stringData": {"a": "b"}}, ns)
+    assert len(labelled(admin, ns, "gone")) == 5
+
+    result = cli("undeploy", "gone", "-n", ns, "--yes", "-o", "json", kubeconfig=kube.kubeconfig)
+    assert result.code == 0, result.err
+    assert {(d["kind"], d["name"]) for d in result.json()["deleted"]} == {
+        ("Deployment", "gone"), ("Service", "gone"), ("Secret", "gone-secrets"), ("CronJob", "gone-cron-0"), ("CronJob", "gone-cron-1")
+    }
+    assert labelled(admin, ns, "gone") == set()
+    assert labelled(admin, ns, "stays") == {("Deployment", "stays"), ("Service", "stays")}
+    assert get_or_none(admin, kinds.SECRET, "hand-made", ns) is not None
+
+    again = cli("undeploy", "gone", "-n", ns, "--yes", kubeconfig=kube.kubeconfig)
+    assert again.code == 1 and "nothing to undeploy" in again.err
+
+
+def test_undeploy_asks_on_a_terminal(kube, admin, ns, tmp_path):
+    deploy(kube, ns, make_workflow(tmp_path, "asked"))
+    declined = cli("undeploy", "asked", "-n", ns, kubeconfig=kube.kubeconfig, stdin="n\n", tty=True)
+    assert declined.code == 1
+    assert "deployment/asked" in declined.err and "Delete these 2 objects? [y/N]" in declined.err
+    assert "nothing was deleted" in declined.err
+    assert len(labelled(admin, ns, "asked")) == 2
+    accepted = cli("undeploy", "asked", "-n", ns, kubeconfig=kube.kubeconfig, stdin="y\n", tty=True)
+    assert accepted.code == 0, accepted.err
+    assert labelled(admin, ns, "asked") == set()
+
+
+def test_undeploy_refuses_without_a_terminal(kube, admin, ns, tmp_path):
+    deploy(kube, ns, make_workflow(tmp_path, "kept"))
+    result = cli("undeploy", "kept", "-n", ns, kubeconfig=kube.kubeconfig, stdin="y\n", tty=False)
+    assert result.code == 1 and "stdin is not a terminal; pass --yes" in result.err
+    assert len(labelled(admin, ns, "kept")) == 2
+
+
+# --------------------------------------------------------- cluster check
+
+
+def test_cluster_check_passes_and_fix_creates_the_namespace(kube, admin):
+    name = f"pd-fix-{int(time.time() * 1000) % 10**8}"
+    before = cli("cluster", "check", "-n", name, "-o", "json", kubeconfig=kube.kubeconfig)
+    assert before.code == 1
+    checks = {c["name"]: c for c in before.json()["checks"]}
+    assert checks["api"]["status"] == "ok" and "v1.37" in checks["api"]["message"]
+    assert checks["runtimeclass"]["status"] == "ok" and "handler runsc" in checks["runtimeclass"]["message"]
+    assert checks["namespace"]["status"] == "failed"
+    assert checks["rbac"]["status"] == "ok" and checks["secrets"]["status"] == "ok"
+
+    fixed = cli("cluster", "check", "--fix", "-n", name, kubeconfig=kube.kubeconfig)
+    assert fixed.code == 0, fixed.out + fixed.err
+    assert "FIXED" in fixed.out and "all checks passed" in fixed.out
+    namespace = admin.get(kinds.NAMESPACE, name)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+    after = cli("cluster", "check", "-n", name, "-o", "json", kubeconfig=kube.kubeconfig).json()
+    assert after["passed"] is True
+    assert {c["name"]: c["status"] for c in after["checks"]}["namespace"] == "ok"
+
+
+# ------------------------------------------------------- forbidden / down
+
+
+def test_user_without_rights_is_told_what_is_forbidden(kube, admin, ns, tmp_path):
+    wf = make_workflow(tmp_path, "denied")
+    deploy(kube, ns, wf)
+    expectations = {
+        ("deploy", str(wf), "--registry", REGISTRY): ["get deployments.apps", "patch deployments.apps", "get services", "patch services"],
+        ("list",): ["list deployments.apps"],
+        ("status", "denied"): ["get deployments.apps"],
+        ("logs", "denied"): ["list pods"],
+        ("run", "denied"): ["create services/proxy"],
+        ("undeploy", "denied", "--yes"): ["list cronjobs.batch"],
+    }
+    for args, allowed_messages in expectations.items():
+        result = cli(*args, "-n", ns, kubeconfig=kube.kubeconfig_noaccess)
+        assert result.code == 1, (args, result.out)
+        assert "Traceback" not in result.err
+        assert "error: forbidden: not allowed to " in result.err, (args, result.err)
+        assert f"in namespace '{ns}'" in result.err
+        assert any(f"not allowed to {m} " in result.err for m in allowed_messages), (args, result.err)
+        assert 'User "noaccess"' in result.err
+
+    check = cli("cluster", "check", "-n", ns, "-o", "json", kubeconfig=kube.kubeconfig_noaccess)
+    assert check.code == 1
+    checks = {c["name"]: c for c in check.json()["checks"]}
+    assert checks["api"]["status"] == "ok"
+    assert checks["rbac"]["status"] == "failed"
+    assert "25 of 25 denied" in checks["rbac"]["message"] and "create services/proxy (run)" in checks["rbac"]["message"]
+    assert checks["secrets"]["status"] == "failed"
+
+
+def test_unreachable_server_fails_fast_with_a_clear_message(kube, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = yaml.safe_load(pathlib.Path(kube.kubeconfig).read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    path = tmp_path / "down.kubeconfig"
+    path.write_text(json.dumps(config))
+    for args in (["list"], ["status", "x"], ["deploy", str(make_workflow(tmp_path, "down")), "--registry", "r"],
+                 ["run", "x"], ["logs", "x"], ["undeploy", "x", "--yes"]):  # fmt: skip
+        started = time.monotonic()
+        result = cli(*args, kubeconfig=str(path))
+        assert time.monotonic() - started < 8, args
+        assert result.code == 1, args
+        assert f"cannot reach the Kubernetes API server at https://127.0.0.1:{port}: connection refused" in result.err
+        assert "Traceback" not in result.err
+    check = cli("cluster", "check", "-o", "json", kubeconfig=str(path))
+    assert check.code == 1
+    assert [c["status"] for c in check.json()["checks"]] == ["failed", "skipped", "skipped", "skipped", "skipped"]
+
+
+# ------------------------------------------------------------------ logs
+
+
+@pytest.fixture
+def kubelet(admin, tmp_path):
+    stub = KubeletStub(tmp_path)
+    node = f"stub-node-{stub.port}"
+    admin.create(kinds.Kind("Node", "v1", "nodes", namespaced=False), stub.node(node))
+    admin.request("PATCH", f"/api/v1/nodes/{node}/status", body=stub.node_status(),
+                  content_type="application/merge-patch+json", verb="patch", resource="nodes/status")  # fmt: skip
+    stub.node_name = node
+    yield stub
+    stub.close()
+    admin.delete(kinds.Kind("Node", "v1", "nodes", namespaced=False), node)
+
+
+def test_logs_of_every_pod_prefixed_through_the_api_server(kube, admin, ns, tmp_path, kubelet):
+    wf = make_workflow(tmp_path, "talk")
+    deploy(kube, ns, wf, "--replicas", "0")
+    for pod in ("talk-aaaa", "talk-bbbb"):
+        admin.create(kinds.POD, engine_pod(kube, ns, wf, pod, node=kubelet.node_name), ns)
+        kubelet.logs[(ns, pod, "engine")] = [f"{pod} line {i}" for i in range(1, 6)]
+    kubelet.follow_more[(ns, "talk-aaaa", "engine")] = ["later 1", "later 2"]
+
+    result = cli("logs", "talk", "-n", ns, "--tail", "2", kubeconfig=kube.kubeconfig)
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [
+        "[talk-aaaa] talk-aaaa line 4", "[talk-aaaa] talk-aaaa line 5",
+        "[talk-bbbb] talk-bbbb line 4", "[talk-bbbb] talk-bbbb line 5",
+    ]  # fmt: skip
+    assert any("tailLines=2" in r and "/containerLogs/" in r for r in kubelet.requests)
+
+    data = cli("logs", "talk", "-n", ns, "-o", "json", kubeconfig=kube.kubeconfig).json()
+    assert [len(p["lines"]) for p in data["pods"]] == [5, 5], "default tail 100 covers all"
+
+    followed = cli("logs", "talk", "-n", ns, "--follow", "--tail", "1", kubeconfig=kube.kubeconfig)
+    assert followed.code == 0, followed.err
+    lines = followed.out.splitlines()
+    assert "[talk-aaaa] later 2" in lines and "[talk-bbbb] talk-bbbb line 5" in lines
+    assert lines.index("[talk-aaaa] talk-aaaa line 5") < lines.index("[talk-aaaa] later 1") < lines.index("[talk-aaaa] later 2")
+
+
+def test_logs_of_a_pod_not_started_yet(kube, admin, ns, tmp_path):
+    wf = make_workflow(tmp_path, "early")
+    deploy(kube, ns, wf, "--replicas", "0")
+    admin.create(kinds.POD, engine_pod(kube, ns, wf, "early-pod"), ns)
+    result = cli("logs", "early", "-n", ns, kubeconfig=kube.kubeconfig)
+    assert result.code == 0, result.err
+    assert result.out.startswith("[early-pod] (no logs: ")
+
+
+def test_logs_without_pods(kube, ns):
+    result = cli("logs", "nothing", "-n", ns, kubeconfig=kube.kubeconfig)
+    assert result.code == 1 and "no pods for workflow 'nothing'" in result.err
+
+
+# ------------------------------------------------------------------- run
+
+
+@pytest.fixture
+def engine_host(tmp_path):
+    why = can_create_netns()
+    assert not why, why
+    host = NetnsHost()
+    try:
+        host.start(
+            [str(REPO / "pipedreamer"), "dev", str(REPO / "examples" / "hello"), "--host", host.ip,
+             "--port", "8080", "--grpc-port", "9090", "--no-watch"],
+            tmp_path / "engine.log",
+        )  # fmt: skip
+        try:
+            wait_http(f"http://{host.ip}:8080/readyz")
+        except AssertionError:
+            sys.stderr.write((tmp_path / "engine.log").read_text())
+            raise
+        yield host
+    finally:
+        host.close()
+
+
+def publish_endpoint(admin, ns, service, pod, ip):
+    admin.create(
+        kinds.Kind("EndpointSlice", "discovery.k8s.io/v1", "endpointslices"),
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": f"{service}-test", "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "grpc", "port": 9090, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True},
+                           "targetRef": {"kind": "Pod", "name": pod, "namespace": ns}}],  # fmt: skip
+        },
+        ns,
+    )
+
+
+def test_run_goes_through_the_service_proxy_to_the_engine(kube, admin, ns, tmp_path, engine_host):
+    hello = REPO / "examples" / "hello"
+    deploy(kube, ns, hello, "--replicas", "0")
+    no_endpoint = cli("run", "hello", "-n", ns, kubeconfig=kube.kubeconfig)
+    assert no_endpoint.code == 1 and "has no ready pod to run it" in no_endpoint.err
+
+    admin.create(kinds.POD, engine_pod(kube, ns, hello, "hello-engine", node="node-1"), ns)
+    set_pod_running(admin, ns, "hello-engine", engine_host.ip)
+    publish_endpoint(admin, ns, "hello", "hello-engine", engine_host.ip)
+
+    result = cli("run", "hello", "-n", ns, "--input", '{"name": "kubernetes"}', "-o", "json", kubeconfig=kube.kubeconfig)
+    assert result.code == 0, result.err
+    outcome = result.json()
+    assert outcome["status"] == "RUN_STATUS_SUCCEEDED"
+    assert outcome["workflow"] == "hello"
+    assert outcome["output"] == {"greeting": "HELLO, KUBERNETES!"}
+
+    (tmp_path / "input.json").write_text('{"name": "file"}')
+    text = cli("run", "hello", "-n", ns, "--input", f"@{tmp_path / 'input.json'}", kubeconfig=kube.kubeconfig)
+    assert text.code == 0, text.err
+    assert ": SUCCEEDED in " in text.out.splitlines()[0]
+    assert "HELLO, FILE!" in text.out
+
+
+def test_run_of_a_workflow_that_is_not_deployed(kube, ns):
+    result = cli("run", "ghost", "-n", ns, kubeconfig=kube.kubeconfig)
+    assert result.code == 1 and "workflow 'ghost' is not deployed" in result.err

@@ -1,0 +1,138 @@
+"""Helpers for the k8s_*_test.py integration tests: the CLI in-process, namespaces, workflows."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import pathlib
+import shutil
+import sys
+import time
+import uuid
+from typing import Any, Callable
+
+import yaml
+
+from cli.main import main
+from k8s import kinds
+from k8s.client import MERGE_PATCH, Cluster, connect
+from k8s.errors import ClusterError
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+HELLO = REPO / "examples" / "hello"
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+
+
+@dataclasses.dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.out)
+
+
+class _Stdin(io.StringIO):
+    def __init__(self, text: str, tty: bool):
+        super().__init__(text)
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+def cli(*args: str, kubeconfig: str | None = None, stdin: str = "", tty: bool = False) -> CliResult:
+    """Run `pipedreamer ARGS` in this process; returns exit code, stdout and stderr."""
+    argv = list(args) + (["--kubeconfig", kubeconfig] if kubeconfig else [])
+    out, err = io.StringIO(), io.StringIO()
+    saved_stdin = sys.stdin
+    sys.stdin = _Stdin(stdin, tty)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse usage errors
+                code = int(exc.code or 0)
+    finally:
+        sys.stdin = saved_stdin
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def admin_cluster(kube) -> Cluster:
+    return connect(kube.kubeconfig, namespace="default")
+
+
+def new_namespace(admin: Cluster, *, restricted: bool = True, prefix: str = "pd") -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    labels = dict(RESTRICTED) if restricted else {}
+    admin.create(kinds.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+    return name
+
+
+def ensure_runtime_class(admin: Cluster) -> dict:
+    """RuntimeClass gvisor from deploy/gvisor/runtimeclass.yaml (pods naming it are refused without it)."""
+    manifest = yaml.safe_load((REPO / "deploy" / "gvisor" / "runtimeclass.yaml").read_text())
+    return admin.apply(kinds.RUNTIMECLASS, manifest, force=True)
+
+
+def make_workflow(
+    parent: pathlib.Path,
+    name: str,
+    *,
+    version: str = "1.0.0",
+    crons: list[tuple[str, str]] = (),
+    secrets: dict[str, str] | None = None,
+) -> pathlib.Path:
+    """A copy of examples/hello named `name`, with cron triggers (name, schedule) and `.secrets/` files."""
+    target = parent / name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(HELLO, target, ignore=shutil.ignore_patterns("BUILD.bazel", "__pycache__"))
+    spec = yaml.safe_load((target / "workflow.yaml").read_text())
+    spec["name"] = name
+    spec["version"] = version
+    spec["triggers"] = [{"type": "manual"}] + [{"type": "cron", "name": n, "schedule": s} for n, s in crons]
+    (target / "workflow.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    if secrets:
+        (target / ".secrets").mkdir()
+        for key, value in secrets.items():
+            (target / ".secrets" / key).write_text(value + "\n")
+    return target
+
+
+def merge_patch(admin: Cluster, kind: kinds.Kind, name: str, namespace: str, patch: dict, manager: str) -> dict:
+    """An Update by another field manager (as `kubectl edit` or `kubectl scale` would do)."""
+    return admin.request(
+        "PATCH",
+        kind.path(namespace, name),
+        query=[("fieldManager", manager)],
+        body=patch,
+        content_type=MERGE_PATCH,
+        verb="patch",
+        resource=kind.resource,
+    )
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def get_or_none(admin: Cluster, kind: kinds.Kind, name: str, namespace: str) -> dict | None:
+    try:
+        return admin.get(kind, name, namespace)
+    except ClusterError:
+        return None
