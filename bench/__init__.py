@@ -1,0 +1,1 @@
+"""Benchmarks of the serving engine (not tests): `python -m bench`."""
