@@ -181,6 +181,35 @@ def test_roots_are_real_minimal_and_keep_writable_out_of_execution(tmp_path: Pat
     assert not any(sandbox._inside(str(scratch), r) for r in with_run.run)
 
 
+def test_root_set_matches_whole_path_components_only():
+    roots = sandbox._RootSet(["/app", "/usr/lib", "/dev/null"])
+    assert roots.covers("/app") and roots.covers("/app/nodes/x.py") and roots.covers("/usr/lib/python3.13/os.py")
+    assert roots.covers("/dev/null")
+    assert not roots.covers("/application/x") and not roots.covers("/usr") and not roots.covers("/")
+    assert not roots.covers("/dev/nullx") and not roots.covers("/etc/shadow")
+    assert sandbox._RootSet(["/"]).covers("/etc/shadow")
+    assert not sandbox._RootSet([]).covers("/app")
+
+
+def test_realpath_agrees_with_os_path_realpath(tmp_path: Path):
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "sub" / "f").write_text("x")
+    (tmp_path / "hop").symlink_to(tmp_path / "real")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "f")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cases = [
+        tmp_path / "hop" / "sub" / "f",  # through a symlinked directory
+        tmp_path / "hop" / "sub" / "new-file",  # does not exist yet: the slow walk
+        tmp_path / "dangling",
+        fifo,  # O_PATH never blocks on a FIFO
+        Path("/etc/passwd"),
+        Path("/proc/self/fd/0"),  # a magic link: whatever fd 0 is, the answer matches
+    ]
+    for path in cases:
+        assert sandbox._realpath(str(path)) == os.path.realpath(path), path
+
+
 # -- the audit hook's decisions (called directly, never installed here) ------
 
 
