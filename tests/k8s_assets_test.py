@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from k8s import kinds
-from tests.k8s_support import REPO, admin_cluster, cli, ensure_runtime_class, new_namespace
+from tests.k8s_support import REPO, cli, new_namespace
 from tests.kube_cluster import find_binary
 
 SETTINGS = yaml.safe_load((REPO / ".kube-score.yaml").read_text())
@@ -66,14 +66,6 @@ def test_kustomization_lists_every_zot_manifest():
 
 
 # --------------------------------------------------- admitted by the API server
-
-
-@pytest.fixture(scope="module")
-def admin(kube):
-    cluster = admin_cluster(kube)
-    ensure_runtime_class(cluster)
-    yield cluster
-    cluster.close()
 
 
 def test_runtimeclass_manifest_is_what_the_cli_checks(kube, admin):

@@ -17,33 +17,11 @@ import yaml
 from builder.manifests import SECRET_CHECKSUM_ANNOTATION
 from k8s import kinds
 from k8s.client import FIELD_MANAGER
-from tests.k8s_support import (
-    admin_cluster,
-    cli,
-    ensure_runtime_class,
-    make_workflow,
-    merge_patch,
-    new_namespace,
-    wait_for,
-)
-
-REGISTRY = "localhost:30500"
-
-
-@pytest.fixture(scope="module")
-def admin(kube):
-    cluster = admin_cluster(kube)
-    ensure_runtime_class(cluster)
-    yield cluster
-    cluster.close()
-
-
-@pytest.fixture
-def ns(admin):
-    return new_namespace(admin)
+from tests.k8s_support import REGISTRY, cli, make_workflow, merge_patch, wait_for
 
 
 def deploy(kube, ns, directory, *extra):
+    """The CLI's result, success or not (k8s_support.deploy asserts success)."""
     return cli("deploy", str(directory), "-n", ns, "--registry", REGISTRY, *extra, kubeconfig=kube.kubeconfig)
 
 

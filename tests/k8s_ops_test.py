@@ -2,12 +2,12 @@
 
 `logs` reaches a stand-in kubelet (tests/kubelet_stub.py) through the API
 server's pods/log; `run` reaches the real engine (`pipedreamer dev`) in a
-network namespace through the API server's service proxy.
+network namespace through the API server's service proxy. The same two paths
+to the workflow's built image under gVisor: tests/k8s_gvisor_test.py.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import pathlib
 import sys
@@ -18,37 +18,17 @@ import yaml
 
 from k8s import kinds
 from tests.k8s_support import (
+    REGISTRY,
     REPO,
-    admin_cluster,
     cli,
-    ensure_runtime_class,
+    deploy,
+    engine_pod,
     get_or_none,
     make_workflow,
-    new_namespace,
+    publish_endpoint,
+    set_pod_running,
 )
-from tests.kubelet_stub import KubeletStub
 from tests.netns_host import NetnsHost, can_create_netns, wait_http
-
-REGISTRY = "localhost:30500"
-
-
-@pytest.fixture(scope="module")
-def admin(kube):
-    cluster = admin_cluster(kube)
-    ensure_runtime_class(cluster)
-    yield cluster
-    cluster.close()
-
-
-@pytest.fixture
-def ns(admin):
-    return new_namespace(admin)
-
-
-def deploy(kube, ns, directory, *extra):
-    result = cli("deploy", str(directory), "-n", ns, "--registry", REGISTRY, *extra, kubeconfig=kube.kubeconfig)
-    assert result.code == 0, result.err
-    return result
 
 
 def labelled(admin, ns, name):
@@ -58,33 +38,6 @@ def labelled(admin, ns, name):
         for kind in (kinds.DEPLOYMENT, kinds.SERVICE, kinds.SECRET, kinds.CRONJOB)
         for o in admin.list(kind, ns, selector=selector)
     }
-
-
-def engine_pod(kube, ns, workflow_dir, pod_name, node=None) -> dict:
-    """A Pod made from the Deployment's own pod template (as the ReplicaSet controller would)."""
-    dry = cli("deploy", str(workflow_dir), "--dry-run", "-n", ns, "--registry", REGISTRY)
-    template = next(d for d in yaml.safe_load_all(dry.out) if d["kind"] == "Deployment")["spec"]["template"]
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**copy.deepcopy(template["metadata"]), "name": pod_name},
-           "spec": copy.deepcopy(template["spec"])}  # fmt: skip
-    if node:
-        pod["spec"]["nodeName"] = node
-    return pod
-
-
-def set_pod_running(admin, ns, name, ip):
-    now = "2026-01-01T00:00:00Z"
-    status = {
-        "phase": "Running",
-        "podIP": ip,
-        "podIPs": [{"ip": ip}],
-        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
-        "containerStatuses": [{"name": "engine", "ready": True, "restartCount": 0, "image": "x", "imageID": "",
-                               "state": {"running": {"startedAt": now}}}],  # fmt: skip
-    }
-    admin.request(
-        "PATCH", kinds.POD.path(ns, name, "status"), body={"status": status},
-        content_type="application/merge-patch+json", verb="patch", resource="pods/status",
-    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ list
@@ -261,19 +214,6 @@ def test_unreachable_server_fails_fast_with_a_clear_message(kube, tmp_path):
 # ------------------------------------------------------------------ logs
 
 
-@pytest.fixture
-def kubelet(admin, tmp_path):
-    stub = KubeletStub(tmp_path)
-    node = f"stub-node-{stub.port}"
-    admin.create(kinds.Kind("Node", "v1", "nodes", namespaced=False), stub.node(node))
-    admin.request("PATCH", f"/api/v1/nodes/{node}/status", body=stub.node_status(),
-                  content_type="application/merge-patch+json", verb="patch", resource="nodes/status")  # fmt: skip
-    stub.node_name = node
-    yield stub
-    stub.close()
-    admin.delete(kinds.Kind("Node", "v1", "nodes", namespaced=False), node)
-
-
 def test_logs_of_every_pod_prefixed_through_the_api_server(kube, admin, ns, tmp_path, kubelet):
     wf = make_workflow(tmp_path, "talk")
     deploy(kube, ns, wf, "--replicas", "0")
@@ -336,22 +276,6 @@ def engine_host(tmp_path):
         yield host
     finally:
         host.close()
-
-
-def publish_endpoint(admin, ns, service, pod, ip):
-    admin.create(
-        kinds.Kind("EndpointSlice", "discovery.k8s.io/v1", "endpointslices"),
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": f"{service}-test", "labels": {"kubernetes.io/service-name": service}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "grpc", "port": 9090, "protocol": "TCP"}],
-            "endpoints": [{"addresses": [ip], "conditions": {"ready": True},
-                           "targetRef": {"kind": "Pod", "name": pod, "namespace": ns}}],  # fmt: skip
-        },
-        ns,
-    )
 
 
 def test_run_goes_through_the_service_proxy_to_the_engine(kube, admin, ns, tmp_path, engine_host):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import io
 import pathlib
@@ -21,6 +22,8 @@ from k8s.errors import ClusterError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 HELLO = REPO / "examples" / "hello"
+# The registry the test deployments name; nothing pulls from it (there is no kubelet).
+REGISTRY = "localhost:30500"
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -136,3 +139,53 @@ def get_or_none(admin: Cluster, kind: kinds.Kind, name: str, namespace: str) -> 
         return admin.get(kind, name, namespace)
     except ClusterError:
         return None
+
+
+def deploy(kube, ns, directory, *extra) -> CliResult:
+    """`pipedreamer deploy DIR -n NS --registry REGISTRY EXTRA…`, which must succeed."""
+    result = cli("deploy", str(directory), "-n", ns, "--registry", REGISTRY, *extra, kubeconfig=kube.kubeconfig)
+    assert result.code == 0, result.err
+    return result
+
+
+def engine_pod(kube, ns, workflow_dir, pod_name, node=None, deploy_flags=()) -> dict:
+    """A Pod made from the Deployment's own pod template (as the ReplicaSet controller would)."""
+    dry = cli("deploy", str(workflow_dir), "--dry-run", "-n", ns, "--registry", REGISTRY, *deploy_flags)
+    template = next(d for d in yaml.safe_load_all(dry.out) if d["kind"] == "Deployment")["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**copy.deepcopy(template["metadata"]), "name": pod_name},
+           "spec": copy.deepcopy(template["spec"])}  # fmt: skip
+    if node:
+        pod["spec"]["nodeName"] = node
+    return pod
+
+
+def set_pod_running(admin, ns, name, ip):
+    now = "2026-01-01T00:00:00Z"
+    status = {
+        "phase": "Running",
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+        "containerStatuses": [{"name": "engine", "ready": True, "restartCount": 0, "image": "x", "imageID": "",
+                               "state": {"running": {"startedAt": now}}}],  # fmt: skip
+    }
+    admin.request(
+        "PATCH", kinds.POD.path(ns, name, "status"), body={"status": status},
+        content_type="application/merge-patch+json", verb="patch", resource="pods/status",
+    )  # fmt: skip
+
+
+def publish_endpoint(admin, ns, service, pod, ip):
+    admin.create(
+        kinds.Kind("EndpointSlice", "discovery.k8s.io/v1", "endpointslices"),
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": f"{service}-test", "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "grpc", "port": 9090, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True},
+                           "targetRef": {"kind": "Pod", "name": pod, "namespace": ns}}],  # fmt: skip
+        },
+        ns,
+    )

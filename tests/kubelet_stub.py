@@ -16,13 +16,15 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Callable
 
 
 class KubeletStub:
-    """Serves `logs[(namespace, pod, container)]`; with follow=true, then `follow_more` slowly, then closes."""
+    """Serves `logs[(namespace, pod, container)]` (lines, or a callable giving them at request
+    time, e.g. a real container's output); with follow=true, then `follow_more` slowly, then closes."""
 
     def __init__(self, directory: Path):
-        self.logs: dict[tuple[str, str, str], list[str]] = {}
+        self.logs: dict[tuple[str, str, str], list[str] | Callable[[], list[str]]] = {}
         self.follow_more: dict[tuple[str, str, str], list[str]] = {}
         self.requests: list[str] = []
         key, cert = directory / "kubelet.key", directory / "kubelet.crt"
@@ -47,7 +49,8 @@ class KubeletStub:
                     self.send_error(404)
                     return
                 key = (parts[1], parts[2], parts[3])
-                lines = list(stub.logs.get(key, []))
+                source = stub.logs.get(key, [])
+                lines = list(source() if callable(source) else source)
                 if "tailLines" in query:
                     lines = lines[-int(query["tailLines"][0]):] if int(query["tailLines"][0]) else []
                 self.send_response(200)
