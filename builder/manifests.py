@@ -14,7 +14,6 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from builder.errors import BuildError
 from builder.secrets_manifest import redact_secret, render_secret, secret_checksum, secret_name
 from proto.pipedreamer.v1 import workflow_pb2
 
@@ -101,6 +100,12 @@ class ManifestOptions:
 # --------------------------------------------------------------------- names
 
 
+# deploy/zot's NodePort: every node's containerd pulls from localhost:30500
+# (plain HTTP is allowed for localhost), so it is the registry a cluster set up
+# with deploy/ has without further flags.
+DEFAULT_CLUSTER_REGISTRY = "localhost:30500"
+
+
 def image_tag(version: str) -> str:
     """An OCI tag for a semver version: `+build` metadata is not allowed in tags."""
     return version.replace("+", "_")[:128]
@@ -113,15 +118,11 @@ def image_reference(
     registry: str | None = None,
     cluster_registry: str | None = None,
 ) -> str:
-    """`--image` as given, else `{--cluster-registry or --registry}/{name}:{version}`."""
+    """`--image` as given, else `{--cluster-registry or --registry}/{name}:{version}`;
+    with neither, the in-cluster Zot of deploy/zot (DEFAULT_CLUSTER_REGISTRY)."""
     if image:
         return image
-    prefix = (cluster_registry or registry or "").strip().rstrip("/")
-    if not prefix:
-        raise BuildError(
-            "no registry for the image: pass --cluster-registry (the registry the cluster pulls from), "
-            "--registry, or --image with a full image reference"
-        )
+    prefix = (cluster_registry or registry or "").strip().rstrip("/") or DEFAULT_CLUSTER_REGISTRY
     return f"{prefix}/{spec.name}:{image_tag(spec.version)}"
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
 import yaml
 
-from builder.errors import BuildError
 from builder.manifests import (
     DEFAULT_CURL_IMAGE,
     SECRET_CHECKSUM_ANNOTATION,
@@ -62,9 +60,9 @@ def test_image_reference_prefers_cluster_registry():
     assert image_reference(spec, image="x/y@sha256:" + "a" * 64, registry="ext") == "x/y@sha256:" + "a" * 64
 
 
-def test_image_reference_needs_a_registry():
-    with pytest.raises(BuildError, match="--cluster-registry.*--registry.*--image"):
-        image_reference(spec_with())
+def test_image_reference_defaults_to_the_in_cluster_zot():
+    assert image_reference(spec_with()) == "localhost:30500/digest:1.0.0"
+    assert image_reference(spec_with(), registry="  ") == "localhost:30500/digest:1.0.0"
 
 
 def test_build_metadata_is_valid_as_tag_and_label():

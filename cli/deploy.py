@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from builder.manifests import (
+    DEFAULT_CLUSTER_REGISTRY,
     DEFAULT_CURL_IMAGE,
     DEFAULT_RUNTIME_CLASS,
     ManifestOptions,
@@ -54,6 +55,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
     compile_dag(loaded.spec)
     spec = loaded.spec
     image = image_reference(spec, image=args.image, registry=args.registry, cluster_registry=args.cluster_registry)
+    if not (args.image or args.registry or args.cluster_registry):
+        out.info(
+            f"note: no --cluster-registry, --registry or --image: the pods pull {image} "
+            f"from the in-cluster Zot of deploy/zot (NodePort {DEFAULT_CLUSTER_REGISTRY.rpartition(':')[2]})"
+        )
     secrets = load_secret_data(args.dir)
     if secrets and secrets.ignored:
         out.warning(f"{secrets.ignored} is ignored: {secrets.source} takes precedence")

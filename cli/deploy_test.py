@@ -53,10 +53,12 @@ def test_cluster_registry_wins_and_json_is_one_document(workflow, capsys):
     assert "ghp_topsecret" not in json.dumps(doc)
 
 
-def test_no_registry_is_an_explained_error(workflow, capsys):
-    assert main(["deploy", str(workflow), "--dry-run"]) == 1
-    err = capsys.readouterr().err
-    assert "error: no registry for the image" in err and "Traceback" not in err
+def test_without_a_registry_the_in_cluster_zot_is_named(workflow, capsys):
+    assert main(["deploy", str(workflow), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    deployment = next(d for d in yaml.safe_load_all(captured.out) if d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost:30500/github-digest:1.0.0"
+    assert "note: no --cluster-registry, --registry or --image" in captured.err and "deploy/zot" in captured.err
 
 
 def test_show_secrets_needs_dry_run(workflow, capsys):

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import time
 from typing import Any, Iterator, Mapping, Sequence
 
 import urllib3
@@ -211,6 +212,7 @@ class Cluster:
         """Send one request and return the unread response (status not checked)."""
         items = list(query.items()) if isinstance(query, Mapping) else list(query or [])
         headers = {"Accept": "application/json", "Content-Type": content_type}
+        started = time.monotonic()
         try:
             method, url, headers, body, _ = self.api_client.param_serialize(
                 method, path, query_params=items, header_params=headers, body=body, auth_settings=["BearerToken"]
@@ -222,7 +224,8 @@ class Cluster:
                 method, url, header_params=headers, body=body, _request_timeout=(CONNECT_TIMEOUT, read)
             )
         except Exception as exc:  # noqa: BLE001 - turned into one explained error
-            raise self._transport_error(exc, verb, resource, namespace, name, timeout) from None
+            elapsed = time.monotonic() - started
+            raise self._transport_error(exc, verb, resource, namespace, name, timeout, elapsed) from None
         return response.response
 
     def request(
@@ -363,8 +366,9 @@ class Cluster:
         namespace: str | None,
         name: str | None,
         timeout: float | None,
+        elapsed: float | None = None,
     ) -> ClusterError:
-        reason = _describe_transport(exc, timeout if timeout is not None else self.request_timeout)
+        reason = _describe_transport(exc, timeout if timeout is not None else self.request_timeout, elapsed)
         if isinstance(exc, ApiException) and exc.status:
             return self.status_error(exc.status, (exc.body or "").encode(), verb=verb, resource=resource,
                                      namespace=namespace, name=name)  # fmt: skip
@@ -454,8 +458,17 @@ def _json_or_none(raw: bytes) -> Any:
         return None
 
 
-def _describe_transport(exc: BaseException, timeout: float) -> str:
-    """A short human cause for a failure below HTTP."""
+def _describe_transport(exc: BaseException, timeout: float, elapsed: float | None = None) -> str:
+    """A short human cause for a failure below HTTP.
+
+    urllib3 reports a TLS handshake that never completes as a *read* timeout
+    (after the connect timeout); `elapsed` well short of `timeout` tells the
+    two apart, so a silent endpoint is not mistaken for a slow answer.
+    """
+    if elapsed is not None and timeout not in (None, float("inf")) and elapsed + 1.0 < timeout:
+        timed_out = _find(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError))
+        if timed_out is not None:
+            return f"no TLS handshake or answer within {CONNECT_TIMEOUT:g}s of connecting (is it an API server?)"
     inner: BaseException | None = exc
     seen = set()
     while inner is not None and id(inner) not in seen:
@@ -488,6 +501,21 @@ def _describe_transport(exc: BaseException, timeout: float) -> str:
             break
         inner = nxt
     return f"{type(exc).__name__}: {exc}"
+
+
+def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of `types` in exc's chain of reasons, causes and contexts."""
+    inner: BaseException | None = exc
+    seen = set()
+    while inner is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        if isinstance(inner, types):
+            return inner
+        if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
+            inner = inner.reason
+            continue
+        inner = inner.__cause__ or inner.__context__
+    return None
 
 
 def iter_lines(response: urllib3.response.BaseHTTPResponse) -> Iterator[str]:

@@ -162,6 +162,21 @@ def test_silent_server_times_out_within_the_request_timeout(tmp_path):
     assert info.value.reason in ("timeout", "unreachable")
 
 
+def test_silent_tls_endpoint_is_not_mistaken_for_a_slow_answer(tmp_path):
+    # Accepts the connection, never answers the TLS handshake: urllib3 calls
+    # that a read timeout; `run --timeout 60s` must not say the run took too long.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        cluster = connect(kubeconfig(tmp_path, server=f"https://127.0.0.1:{port}"), namespace="ns", request_timeout=60)
+        with pytest.raises(ClusterError) as info:
+            cluster.open("POST", "/api/v1/namespaces/ns/services/wf:8080/proxy/run", body={}, timeout=60)
+    assert info.value.reason == "unreachable"
+    assert "no TLS handshake or answer within 5s of connecting" in str(info.value)
+    assert "within 60s" not in str(info.value)
+
+
 def test_cluster_is_a_context_manager(cluster):
     assert isinstance(cluster, Cluster)
     with cluster as same:
