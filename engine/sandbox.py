@@ -447,6 +447,11 @@ class PermissionDenied(PermissionError):
         return (type(self), (str(self.args[0]), self.flag))
 
 
+# libc functions that start programs or processes, refused by name when looked up through ctypes.
+_PROCESS_SYMBOLS = frozenset({
+    "execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp", "fexecve", "execveat",
+    "system", "popen", "posix_spawn", "posix_spawnp", "fork", "vfork", "_Fork", "forkpty",
+})  # fmt: skip
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _O_PATH = getattr(os, "O_PATH", 0)
 
@@ -493,6 +498,7 @@ class _Guard:
             for event in ("os.fork", "os.forkpty"):
                 handlers[event] = self._fork
             handlers["os.kill"] = handlers["os.killpg"] = self._kill
+            handlers["ctypes.dlsym"] = self._native_symbol
         self.handlers = handlers
 
     def __call__(self, event: str, args: tuple) -> None:
@@ -584,6 +590,15 @@ class _Guard:
             f"running {_show(where)} denied: programs run only from read-only paths; add its directory to --allow-read",
             "--allow-read",
         )
+
+    def _native_symbol(self, args: tuple) -> None:
+        """libc's exec/spawn/fork family looked up through ctypes: said by name here;
+        seccomp still refuses the system call itself (e.g. through libc's `syscall`)."""
+        name = args[1] if len(args) > 1 else None
+        if isinstance(name, bytes):
+            name = name.decode(errors="replace")
+        if name in _PROCESS_SYMBOLS:
+            raise PermissionDenied(f"running programs is denied: add --allow-run (ctypes lookup of {name})", "--allow-run")
 
     def _fork(self, args: tuple) -> None:
         raise PermissionDenied("starting processes (fork) is denied: add --allow-run", "--allow-run")

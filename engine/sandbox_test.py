@@ -321,6 +321,13 @@ def test_programs_without_allow_run(dirs):
     assert refused(guard, "os.fork", ()) == "starting processes (fork) is denied: add --allow-run"
     assert refused(guard, "os.kill", (1, 15)) == "signalling process 1 is denied: add --allow-run"
     guard("os.kill", (os.getpid(), 0))
+    libc = object()  # the CDLL the event names; only the symbol matters
+    for symbol in ("execve", b"system", "posix_spawn", "fork"):
+        name = symbol.decode() if isinstance(symbol, bytes) else symbol
+        expected = f"running programs is denied: add --allow-run (ctypes lookup of {name})"
+        assert refused(guard, "ctypes.dlsym", (libc, symbol)) == expected
+    guard("ctypes.dlsym", (libc, "getpid"))  # the rest of libc stays usable
+    guard("ctypes.dlsym", (libc, 42))  # by ordinal: nothing to name
 
 
 def test_programs_with_allow_run_come_from_read_only_places(dirs):
@@ -328,6 +335,7 @@ def test_programs_with_allow_run_come_from_read_only_places(dirs):
     guard("subprocess.Popen", ("true", ["true"], None, None))
     guard("os.system", (b"true",))
     guard("os.fork", ())
+    guard("ctypes.dlsym", (object(), "execve"))
     written = dirs["scratch"] / "tool"
     written.write_text("#!/bin/sh\n")
     written.chmod(0o755)

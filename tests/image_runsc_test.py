@@ -147,6 +147,13 @@ async def run(ctx, input):
         libc.execve(b"/usr/bin/python3", argv, None)
         err = ctypes.get_errno()
         raise OSError(err, "execve: " + os.strerror(err))
+    if action == "ctypes_syscall_execve":
+        libc = ctypes.CDLL(None, use_errno=True)
+        argv = (ctypes.c_char_p * 2)(b"/usr/bin/python3", None)
+        number = {"x86_64": 59, "aarch64": 221}[os.uname().machine]
+        libc.syscall(number, b"/usr/bin/python3", argv, None)
+        err = ctypes.get_errno()
+        raise OSError(err, "execve: " + os.strerror(err))
     raise ValueError(action)
 '''
 
@@ -183,8 +190,10 @@ def test_node_denials_under_runsc(runsc: Path, netns: NetnsHost, tmp_path: Path,
         "read outside /app": ({"action": "read", "path": "/etc/passwd"},
                               "PermissionDenied: read of /etc/passwd denied: add it to --allow-read"),
         "subprocess": ({"action": "subprocess"}, "PermissionDenied: running programs is denied: add --allow-run"),
-        # seccomp inside gVisor: execve from C, past the audit hook, answers EPERM
-        "execve from C": ({"action": "ctypes_execve"}, "PermissionError: [Errno 1] execve: Operation not permitted"),
+        "execve via ctypes": ({"action": "ctypes_execve"},
+                              "PermissionDenied: running programs is denied: add --allow-run (ctypes lookup of execve)"),
+        # seccomp inside gVisor: execve from C through libc's syscall(), past the audit hook, answers EPERM
+        "execve from C": ({"action": "ctypes_syscall_execve"}, "PermissionError: [Errno 1] execve: Operation not permitted"),
     }  # fmt: skip
     try:
         container.start()

@@ -111,6 +111,8 @@ PROBE = textwrap.dedent(
         "system": lambda _: os.system("true"),
         "execv": lambda _: os.execv("/bin/echo", ["echo", "EXECUTED"]),
         "ctypes_execve": lambda _: errname(libc.execve(b"/bin/echo", argv("echo", "EXECUTED"), None)),
+        "syscall_execve": lambda _: errname(libc.syscall(ctypes.c_long({"x86_64": 59, "aarch64": 221}[os.uname().machine]),
+                                                         b"/bin/echo", argv("echo", "EXECUTED"), None)),
         "ctypes_execveat": lambda _: errname(libc.syscall(ctypes.c_long(322), -100, b"/bin/echo", argv("echo", "EXECUTED"), None, 0)),
         "x32_execve": lambda _: errname(libc.syscall(ctypes.c_long(0x40000000 | 520), b"/bin/echo", argv("echo", "EXECUTED"), None)),
         "i386_execve": i386_execve,
@@ -314,24 +316,32 @@ def test_subprocess_without_the_audit_hook_gets_eperm_from_seccomp(image_flags: 
     assert (out["type"], out["errno"]) == ("PermissionError", errno.EPERM), out
 
 
-def test_ctypes_execve_bypassing_python_gets_eperm_from_seccomp(image_flags: list[str]):
-    out = probe(*image_flags, "ctypes_execve")
-    assert out["ok"] is True and out["value"] == "EPERM", out
-    assert "EXECUTED" not in out["stdout"]
-    assert probe(*image_flags, "ctypes_execveat")["value"] == "EPERM"
+def test_ctypes_lookup_of_execve_names_the_flag(image_flags: list[str]):
+    denied(probe(*image_flags, "ctypes_execve"),
+           "running programs is denied: add --allow-run (ctypes lookup of execve)", "--allow-run")  # fmt: skip
     allowed = probe(*image_flags, "--allow-run", "ctypes_execve")
     assert allowed["stdout"].strip() == "EXECUTED" and allowed["returncode"] == 0
 
 
-def test_ctypes_execve_without_seccomp_is_still_refused_by_landlock(image_flags: list[str]):
-    out = probe(*image_flags, "ctypes_execve", env={"PIPEDREAMER_SANDBOX_DISABLE": "seccomp"})
+def test_execve_bypassing_python_gets_eperm_from_seccomp(image_flags: list[str]):
+    # libc's generic syscall(): no audit event names the program, the kernel decides.
+    out = probe(*image_flags, "syscall_execve")
+    assert out["ok"] is True and out["value"] == "EPERM", out
+    assert "EXECUTED" not in out["stdout"]
+    assert probe(*image_flags, "ctypes_execveat")["value"] == "EPERM"
+    allowed = probe(*image_flags, "--allow-run", "syscall_execve")
+    assert allowed["stdout"].strip() == "EXECUTED" and allowed["returncode"] == 0
+
+
+def test_execve_without_seccomp_is_still_refused_by_landlock(image_flags: list[str]):
+    out = probe(*image_flags, "syscall_execve", env={"PIPEDREAMER_SANDBOX_DISABLE": "seccomp"})
     assert out["report"]["layers"]["seccomp"]["active"] is False
     assert out["value"] == "EACCES", out
 
 
-def test_ctypes_execve_runs_when_both_kernel_layers_are_off(image_flags: list[str]):
+def test_execve_runs_when_both_kernel_layers_are_off(image_flags: list[str]):
     """The control experiment: the refusals above really come from seccomp and Landlock."""
-    out = probe(*image_flags, "ctypes_execve", env={"PIPEDREAMER_SANDBOX_DISABLE": "landlock,seccomp"})
+    out = probe(*image_flags, "syscall_execve", env={"PIPEDREAMER_SANDBOX_DISABLE": "landlock,seccomp"})
     assert out["stdout"].strip() == "EXECUTED"
 
 
