@@ -380,6 +380,10 @@ def render_cronjobs(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -
                 "containers": [container],
             },
         }
+        if options.runtime_class:
+            # The trigger pod runs under the same sandbox as the engine: one
+            # RuntimeClass per workflow to reason about.
+            pod["spec"]["runtimeClassName"] = options.runtime_class
         jobs.append(
             {
                 "apiVersion": "batch/v1",

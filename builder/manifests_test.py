@@ -244,6 +244,9 @@ def test_cronjob_container_hardened_like_the_deployment():
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert set(container["resources"]["limits"]) == {"cpu", "memory", "ephemeral-storage"}
+    assert pod["runtimeClassName"] == "gvisor", "the trigger pod is sandboxed like the engine"
+    (plain,) = render_cronjobs(spec_with(ONE_CRON), ManifestOptions(namespace="n", image="i:1", runtime_class=None))
+    assert "runtimeClassName" not in plain["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
 def test_engine_selector_does_not_match_cron_pods():

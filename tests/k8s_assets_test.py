@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
+import pathlib
 import shutil
 import subprocess
 import textwrap
@@ -63,6 +65,20 @@ def test_kustomization_lists_every_zot_manifest():
     kustomization = yaml.safe_load((REPO / "deploy" / "zot" / "kustomization.yaml").read_text())
     files = {p.name for p in (REPO / "deploy" / "zot").glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files
+
+
+def test_zot_lets_anyone_pull_and_only_htpasswd_users_push():
+    config = json.loads(yaml.safe_load((REPO / "deploy" / "zot" / "configmap.yaml").read_text())["data"]["config.json"])
+    http = config["http"]
+    everything = http["accessControl"]["repositories"]["**"]
+    assert everything["anonymousPolicy"] == ["read"]  # containerd on the nodes pulls without credentials
+    assert "create" in everything["defaultPolicy"] and "delete" not in everything["defaultPolicy"]
+    htpasswd = pathlib.PurePosixPath(http["auth"]["htpasswd"]["path"])
+    spec = yaml.safe_load((REPO / "deploy" / "zot" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    secret_mounts = [m for name, m in mounts.items() if "secret" in volumes[name]]
+    assert any(htpasswd.parent == pathlib.PurePosixPath(m["mountPath"]) and m["readOnly"] for m in secret_mounts)
 
 
 # --------------------------------------------------- admitted by the API server

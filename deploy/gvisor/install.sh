@@ -11,7 +11,9 @@
 # would change. Running it twice changes nothing the second time.
 #
 # Environment:
-#   GVISOR_RELEASE     release to install: "latest" (default) or a date such as 20250106
+#   GVISOR_RELEASE     release to install (default 20250715.0, so every node set up
+#                      from this script runs the same runsc); "latest" or another
+#                      dated release such as 20250707.0
 #   GVISOR_BIN_DIR     offline install: a directory that already holds runsc,
 #                      containerd-shim-runsc-v1 and their .sha512 files
 #   INSTALL_DIR        where the binaries go (default /usr/local/bin)
@@ -22,7 +24,7 @@
 #                      normally picks drop-ins up on its own)
 set -euo pipefail
 
-GVISOR_RELEASE=${GVISOR_RELEASE:-latest}
+GVISOR_RELEASE=${GVISOR_RELEASE:-20250715.0}
 GVISOR_BIN_DIR=${GVISOR_BIN_DIR:-}
 INSTALL_DIR=${INSTALL_DIR:-/usr/local/bin}
 K0S_CONTAINERD_D=${K0S_CONTAINERD_D:-/etc/k0s/containerd.d}
