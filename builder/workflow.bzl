@@ -36,7 +36,8 @@ def pipedreamer_workflow(
 
     :files      the spec, node sources and fixtures
     :check      bazel test: `pipedreamer validate` then `pipedreamer test`
-    :layers     the workflow's /app layer tar, byte for byte what `pipedreamer build` writes
+    :layers     the image's three layer tars (wheels, engine, workflow at /app), byte for
+                byte what `pipedreamer build` writes
     :image      rules_oci image: base, wheels, engine and workflow layers, configured as
                 `pipedreamer build` configures it (entrypoint, env, user 65534, /app, labels)
     :push       bazel run: push :image to `repository`, tagged with the workflow version
@@ -93,7 +94,12 @@ def pipedreamer_workflow(
     )
     native.filegroup(
         name = "layers",
-        srcs = [":workflow_layer"],
+        # The image's tars in order: third-party wheels, the engine, the workflow.
+        srcs = [
+            Label("//deploy/engine:wheels_layer"),
+            Label("//deploy/engine:engine_layer"),
+            ":workflow_layer",
+        ],
         visibility = visibility,
         tags = tags,
         **kwargs

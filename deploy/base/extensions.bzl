@@ -74,7 +74,10 @@ _lock_tag = tag_class(
     attrs = {
         "lock": attr.label(mandatory = True, doc = "deploy/base/lock.json"),
         "name": attr.string(default = "debian_base_debs", doc = "the hub repository."),
-        "snapshot": attr.string(default = "", doc = "a snapshot.debian.org timestamp for fallback URLs."),
+        "snapshot": attr.string(
+            default = "",
+            doc = "a snapshot.debian.org timestamp for fallback URLs (default: the lock's own `snapshot`).",
+        ),
     },
 )
 
@@ -96,7 +99,7 @@ def _debian_packages_impl(mctx):
                         fail("deploy/base lock: two packages of %s map to repository %s" % (arch, name))
                     http_file(
                         name = name,
-                        urls = _urls(filename, roots, tag.snapshot),
+                        urls = _urls(filename, roots, tag.snapshot or lock.get("snapshot", "")),
                         sha256 = info["sha256"],
                         downloaded_file_path = filename.rsplit("/", 1)[-1],
                     )

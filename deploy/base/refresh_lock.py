@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -51,10 +52,17 @@ def read_packages(path: Path = PACKAGES) -> list[str]:
     return names
 
 
+def snapshot_timestamp(now: float | None = None) -> str:
+    """snapshot.debian.org's name for `now` (UTC): its archive at that moment holds every
+    version the lock names, after the live pool has dropped them."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+
+
 def resolve_lock(roots: Sequence[str], architectures: Sequence[str], state_dir: Path) -> dict:
     lock: dict = {
         "suite": SUITE,
         "sources": [f"{uri} {suite} main" for uri, suite in SOURCES],
+        "snapshot": snapshot_timestamp(),
         "roots": list(roots),
         "architectures": {},
     }
