@@ -424,7 +424,7 @@ def render_manifests(
     checksum = None
     if secrets:
         objects.append(render_secret(spec.name, options.namespace, workflow_labels(spec, COMPONENT_ENGINE), secrets))
-        checksum = secret_checksum(secrets)
+        checksum = secret_checksum(secrets, namespace=options.namespace, name=spec.name)
     objects.append(render_service(spec, options))
     objects.append(render_deployment(spec, options, checksum))
     objects.extend(render_cronjobs(spec, options))

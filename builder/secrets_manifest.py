@@ -128,10 +128,17 @@ def _check_size(data: Mapping[str, str], where: pathlib.Path) -> None:
         raise BuildError(f"{where}: secrets add up to {size} bytes; a Kubernetes Secret holds at most 1 MiB")
 
 
-def secret_checksum(data: Mapping[str, str]) -> str:
-    """sha256 over every entry at once: changes when any entry does, and names no single value."""
+def secret_checksum(data: Mapping[str, str], *, namespace: str = "", name: str = "") -> str:
+    """A digest of every entry at once, for the pod template's annotation: it changes when
+    any entry does, so a changed Secret rolls the pods.
+
+    Anyone who may read Deployments sees it, and a plain sha256 of a short
+    secret can be guessed offline, so it is scrypt (memory-hard, ~50 ms), salted
+    with the namespace and workflow so one table cannot serve every cluster.
+    """
     canonical = json.dumps(dict(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    salt = f"pipedreamer secret checksum/{namespace}/{name}".encode()
+    return hashlib.scrypt(canonical.encode("utf-8"), salt=salt, n=2**14, r=8, p=1, dklen=32).hex()
 
 
 def render_secret(name: str, namespace: str, labels: Mapping[str, str], data: Mapping[str, str]) -> dict:

@@ -148,6 +148,19 @@ def test_checksum_changes_with_any_entry_and_ignores_order():
     assert len(secret_checksum(base)) == 64
 
 
+def test_checksum_is_not_a_plain_hash_and_differs_per_workflow():
+    import hashlib
+    import json
+
+    data = {"token": "1234"}  # short enough to guess from a plain sha256
+    plain = hashlib.sha256(json.dumps(data, separators=(",", ":")).encode()).hexdigest()
+    here = secret_checksum(data, namespace="team-a", name="digest")
+    assert here != plain
+    assert here == secret_checksum(data, namespace="team-a", name="digest")  # stable: no roll without a change
+    assert here != secret_checksum(data, namespace="team-b", name="digest")
+    assert here != secret_checksum(data, namespace="team-a", name="other")
+
+
 def test_render_secret_and_redaction():
     secret = render_secret("wf", "ns", {"l": "v"}, {"b": "2", "a": "1"})
     assert secret["kind"] == "Secret" and secret["type"] == "Opaque"
