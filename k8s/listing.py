@@ -1,4 +1,6 @@
-"""Every workflow pipedreamer deployed: its Deployments, with version and readiness."""
+"""Every workflow pipedreamer deployed: its Deployments, with version and readiness,
+and what is left of workflows whose Deployment is gone (a Service, Secret or
+CronJob still labelled managed-by=pipedreamer)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ class WorkflowSummary:
     image: str
     cronjobs: int
     created: str
+    # Kinds still in the cluster when the Deployment is gone ("" for a whole workflow).
+    leftovers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -35,6 +39,7 @@ def list_workflows(cluster: Cluster, *, all_namespaces: bool = False) -> list[Wo
         for c in cluster.list(kinds.CRONJOB, selector=managed_selector(), all_namespaces=all_namespaces)
     )
     rows = []
+    seen = set()
     for deployment in deployments:
         meta = deployment["metadata"]
         state = rollout_state(deployment)
@@ -52,4 +57,29 @@ def list_workflows(cluster: Cluster, *, all_namespaces: bool = False) -> list[Wo
                 created=meta.get("creationTimestamp", ""),
             )
         )
+        seen.add((meta.get("namespace", ""), name))
+    rows.extend(_leftovers(cluster, seen, crons, all_namespaces))
     return sorted(rows, key=lambda r: (r.namespace, r.name))
+
+
+def _leftovers(cluster: Cluster, seen: set, crons: Counter, all_namespaces: bool) -> list[WorkflowSummary]:
+    """Workflows with labelled objects but no Deployment (a half-finished undeploy, a manual delete)."""
+    found: dict[tuple[str, str], dict] = {}
+    for kind in (kinds.SERVICE, kinds.SECRET, kinds.CRONJOB):
+        for obj in cluster.list(kind, selector=managed_selector(), all_namespaces=all_namespaces):
+            meta = obj["metadata"]
+            labels = meta.get("labels", {})
+            key = (meta.get("namespace", ""), labels.get(LABEL_NAME, meta["name"]))
+            if key in seen:
+                continue
+            entry = found.setdefault(key, {"kinds": [], "version": labels.get(LABEL_VERSION, ""), "created": ""})
+            if kind.kind not in entry["kinds"]:
+                entry["kinds"].append(kind.kind)
+            created = meta.get("creationTimestamp", "")
+            entry["created"] = min(filter(None, (entry["created"], created)), default="")
+    return [
+        WorkflowSummary(name=name, namespace=namespace, version=entry["version"], ready=0, desired=0, image="",
+                        cronjobs=crons.get((namespace, name), 0), created=entry["created"],
+                        leftovers=tuple(entry["kinds"]))  # fmt: skip
+        for (namespace, name), entry in found.items()
+    ]

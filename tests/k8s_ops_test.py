@@ -61,6 +61,18 @@ def test_list_shows_workflows_with_version_and_readiness(kube, admin, ns, tmp_pa
     assert any(line.split()[:2] == [ns, "alpha"] for line in everywhere.splitlines())
 
 
+def test_list_shows_what_is_left_of_a_workflow_without_its_deployment(kube, admin, ns, tmp_path):
+    deploy(kube, ns, make_workflow(tmp_path, "gamma", crons=[("c", "0 1 * * *")], secrets={"token": "t"}))
+    deploy(kube, ns, make_workflow(tmp_path, "delta"))
+    admin.delete(kinds.DEPLOYMENT, "gamma", ns)  # e.g. `kubectl delete deploy gamma`
+    rows = {r["name"]: r for r in cli("list", "-n", ns, "-o", "json", kubeconfig=kube.kubeconfig).json()["workflows"]}
+    assert rows["gamma"]["leftovers"] == ["Service", "Secret", "CronJob"] and rows["gamma"]["cronjobs"] == 1
+    assert rows["delta"]["leftovers"] == []
+    text = cli("list", "-n", ns, kubeconfig=kube.kubeconfig).out
+    assert any(line.split()[:4] == ["gamma", "1.0.0", "no", "deployment"] for line in text.splitlines()), text
+    assert "gamma: no Deployment, only Service, Secret, CronJob left; remove them with `pipedreamer undeploy gamma`" in text
+
+
 def test_list_empty_namespace(kube, ns):
     result = cli("list", "-n", ns, kubeconfig=kube.kubeconfig)
     assert result.code == 0 and f"no workflows deployed in namespace '{ns}'" in result.out
