@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build, test and run code-first workflow DAGs locally and on Kubernetes.",
     )
     _add_global_flags(parser, suppress=False)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Not required here: parse_arguments checks it after unknown options, so
+    # `pipedreamer --bogus` names --bogus instead of asking for a command.
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=False)
     for verb, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(verb, help=module.HELP, description=module.HELP)
@@ -67,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, but unknown options are reported before a missing command.
+
+    Exits 2 (argparse's usage error) on either.
+    """
+    args, unknown = parser.parse_known_args(list(argv))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        parser.error("the following arguments are required: COMMAND")
+    return args
+
+
 def _is_domain_error(exc: BaseException) -> bool:
     module = type(exc).__module__ or ""
     return module.startswith(_DOMAIN_PACKAGES)
@@ -74,7 +89,7 @@ def _is_domain_error(exc: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parse_arguments(parser, sys.argv[1:] if argv is None else argv)
     out = Output(args.output)
     absl_logging.set_verbosity(absl_logging.DEBUG if args.debug else absl_logging.WARNING)
     absl_logging.use_python_logging()

@@ -105,3 +105,91 @@ def test_unexpected_errors_have_no_traceback_unless_debug(tmp_path):
     (tmp_path / "workflow.yaml").mkdir()
     result = run_cli("validate", str(tmp_path))
     assert result.returncode == 1 and "Traceback" not in result.stderr and "error:" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv,unknown",
+    [
+        (["--bogus"], "--bogus"),
+        (["-x"], "-x"),
+        (["--output", "json", "--bogus"], "--bogus"),
+        (["--bogus", "validate", str(EXAMPLE)], "--bogus"),
+        (["validate", str(EXAMPLE), "--bogus"], "--bogus"),
+    ],
+)
+def test_unknown_option_is_named_and_exits_2(argv, unknown, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"pipedreamer: error: unrecognized arguments: {unknown}"
+    assert "required" not in err
+
+
+@pytest.mark.parametrize("argv", [[], ["--output", "json"], ["--debug"]])
+def test_missing_command_is_still_required(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "pipedreamer: error: the following arguments are required: COMMAND"
+
+
+# Parsed in this order: the top-level key (line 13) is warned about first, then
+# the trigger's (line 6), the node's (line 9) and the missing file (line 11).
+REPORTED = """\
+name: reported
+version: 1.0.0
+triggers:
+  - type: cron
+    schedule: "@daily"
+    colour: blue
+nodes:
+  a:
+    flavour: x
+    path: nodes/a.py
+  b: {path: nodes/b.py}
+edges: [{from: a, to: b}]
+owner: me
+"""
+
+
+def write_reported(directory: pathlib.Path, text: str = REPORTED) -> pathlib.Path:
+    (directory / "nodes").mkdir()
+    (directory / "nodes" / "a.py").write_text("async def run(ctx, input):\n    return input\n")
+    (directory / "workflow.yaml").write_text(text)
+    return directory / "workflow.yaml"
+
+
+def test_invalid_workflow_report_is_one_line_per_problem_in_reading_order(tmp_path, capsys):
+    spec = write_reported(tmp_path)
+    assert main(["validate", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {spec}:6: triggers[0].colour: unknown key (expected one of: type, name, schedule, subject, path)",
+        f"warning: {spec}:9: nodes.a.flavour: unknown key (expected one of: path, timeout, retries, description)",
+        f"error: {spec}:11: nodes.b.path: file not found: nodes/b.py",
+        f"warning: {spec}:13: owner: unknown key (expected one of: name, version, description, triggers, config, nodes, edges)",
+    ]
+
+
+def test_invalid_workflow_json_lists_problems_in_reading_order(tmp_path, capsys):
+    write_reported(tmp_path)
+    assert main(["validate", str(tmp_path), "--output", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert [(p["line"], p["severity"]) for p in doc["problems"]] == [(6, "warning"), (9, "warning"), (11, "error"), (13, "warning")]
+
+
+def test_warnings_of_a_valid_workflow_have_one_prefix_each(tmp_path, capsys):
+    spec = write_reported(tmp_path, REPORTED.replace("nodes/b.py", "nodes/a.py"))
+    assert main(["validate", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"warning: {spec}:6: triggers[0].colour: unknown key (expected one of: type, name, schedule, subject, path)",
+        f"warning: {spec}:9: nodes.a.flavour: unknown key (expected one of: path, timeout, retries, description)",
+        f"warning: {spec}:13: owner: unknown key (expected one of: name, version, description, triggers, config, nodes, edges)",
+    ]
+    assert "reported 1.0.0 is valid" in captured.out
+
+
+def test_single_errors_keep_their_one_prefix(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: {tmp_path}/missing: file not found"]

@@ -7,6 +7,15 @@ import sys
 from typing import Any, TextIO
 
 
+SEVERITY_PREFIXES = ("error: ", "warning: ")
+
+
+def is_report(message: str) -> bool:
+    """Whether every line of `message` starts with a severity prefix."""
+    lines = message.splitlines()
+    return bool(lines) and all(line.startswith(SEVERITY_PREFIXES) for line in lines)
+
+
 class Output:
     """Commands print only through this, so `--output json` stays one document."""
 
@@ -50,7 +59,13 @@ class Output:
         self.stderr.flush()
 
     def error(self, message: str, details: dict[str, Any] | None = None) -> None:
-        self.stderr.write(f"error: {message}\n")
+        """`error: message` on stderr; in JSON mode also {"error": message, **details} on stdout.
+
+        A message that is already a report (every line starts with its own
+        `error: ` or `warning: `, as a SpecError lists its problems) is printed
+        as it is, so no line carries two prefixes.
+        """
+        self.stderr.write((message if is_report(message) else f"error: {message}") + "\n")
         self.stderr.flush()
         if self.json:
             doc = {"error": message}

@@ -11,8 +11,25 @@ FORMATS = ("mermaid", "dot", "html")
 
 
 def _mermaid_id(node_id: str) -> str:
-    # Mermaid ids cannot contain '-' safely in every renderer; labels keep the real id.
-    return "n_" + "".join(c if c.isalnum() else "_" for c in node_id)
+    """The Mermaid id of a node: distinct for distinct node ids, the same on every run.
+
+    Not every renderer takes '-' in an id, so ids keep ASCII letters and digits
+    and escape the rest: '_' as '__', '-' as '_h', anything else as '_u<hex>_'.
+    Every escape starts with '_' and its second character says which it is, so
+    two node ids never share a Mermaid id ('a-b' is n_a_hb, 'a_b' is n_a__b).
+    The 'n_' prefix keeps ids such as 'end' clear of Mermaid's keywords; labels
+    show the real id.
+    """
+    return "n_" + "".join(_MERMAID_ESCAPES.get(c) or _mermaid_char(c) for c in node_id)
+
+
+_MERMAID_ESCAPES = {"_": "__", "-": "_h"}
+
+
+def _mermaid_char(char: str) -> str:
+    if char.isascii() and char.isalnum():
+        return char
+    return f"_u{ord(char):x}_"
 
 
 def render_mermaid(dag: CompiledDAG) -> str:

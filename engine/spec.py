@@ -12,6 +12,7 @@ import dataclasses
 import math
 import pathlib
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -35,6 +36,10 @@ _SEMVER_RE = re.compile(
 )
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _NATS_SUBJECT_RE = re.compile(r"^[^\s.]+(\.[^\s.]+)*$")
+
+# The macros a Kubernetes CronJob schedule may be instead of 5 fields (as its
+# documentation lists them: no @reboot, no @every). Case and spacing as written.
+CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 _TOP_LEVEL_KEYS = ("name", "version", "description", "triggers", "config", "nodes", "edges")
 _TRIGGER_TYPES = {
@@ -61,22 +66,34 @@ class Problem:
     severity: str = "error"
 
     def __str__(self) -> str:
+        """Where and what, without the severity: ``file:line: field: message``."""
         where = f"{self.file}:{self.line}" if self.line else self.file
         field = f" {self.field}:" if self.field else ""
-        prefix = "warning: " if self.severity == "warning" else ""
-        return f"{where}:{field} {prefix}{self.message}"
+        return f"{where}:{field} {self.message}"
+
+    def describe(self) -> str:
+        """One line of a report: ``error: `` or ``warning: ``, then where and what."""
+        return f"{self.severity}: {self}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-class SpecError(Exception):
-    """A workflow file that cannot be used; `problems` lists every reason."""
+def reading_order(problems: Iterable[Problem]) -> tuple[Problem, ...]:
+    """By file and line (file-wide problems first), errors before warnings on a line."""
+    return tuple(sorted(problems, key=lambda p: (p.file, p.line or 0, p.severity != "error")))
 
-    def __init__(self, problems: list[Problem]):
-        # Reading order: by line, errors before warnings on the same line.
-        self.problems = tuple(sorted(problems, key=lambda p: (p.line or 0, p.severity != "error")))
-        super().__init__("\n".join(str(p) for p in problems))
+
+class SpecError(Exception):
+    """A workflow file that cannot be used; `problems` lists every reason.
+
+    The message is the report: one line per problem in reading order, each
+    starting with its severity (``error: `` or ``warning: ``).
+    """
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = reading_order(problems)
+        super().__init__("\n".join(p.describe() for p in self.problems))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +121,26 @@ def parse_duration(value: Any) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"duration must be positive, got {value!r}")
     return seconds
+
+
+def cron_schedule_problem(schedule: str) -> str | None:
+    """None when a Kubernetes CronJob takes `schedule` as it is, else what is wrong.
+
+    Five fields (minute hour day month weekday) or one of CRON_MACROS; the
+    schedule goes to the CronJob unchanged, so nothing else is accepted.
+    """
+    if schedule.startswith("@"):
+        if schedule in CRON_MACROS:
+            return None
+        return f"unknown cron macro {schedule!r} (Kubernetes CronJobs accept {', '.join(CRON_MACROS)})"
+    if not croniter.is_valid(schedule):
+        return f"invalid cron schedule {schedule!r} (expected 5 fields: minute hour day month weekday)"
+    if len(schedule.split()) != 5:
+        return (
+            f"Kubernetes CronJobs take 5 fields (minute hour day month weekday) "
+            f"or a macro such as @daily, got {schedule!r}"
+        )
+    return None
 
 
 def normalize_version(text: str) -> str:
@@ -181,7 +218,7 @@ def parse_spec(
     errors = [p for p in parser.problems if p.severity == "error"]
     if errors:
         raise SpecError(errors + [p for p in parser.problems if p.severity == "warning"])
-    warnings = tuple(p for p in parser.problems if p.severity == "warning")
+    warnings = reading_order(p for p in parser.problems if p.severity == "warning")
     return LoadedSpec(spec=spec, directory=directory, file=file, warnings=warnings)
 
 
@@ -428,18 +465,9 @@ class _Parser:
                 if required not in fields:
                     self.error(item, f"{field}.{required}", f"required for a {type_name} trigger")
             elif type_name == "cron" and trigger.schedule:
-                if not croniter.is_valid(trigger.schedule):
-                    self.error(
-                        fields["schedule"][1],
-                        f"{field}.schedule",
-                        f"invalid cron schedule {trigger.schedule!r} (expected 5 fields: minute hour day month weekday)",
-                    )
-                elif len(trigger.schedule.split()) != 5:
-                    self.error(
-                        fields["schedule"][1],
-                        f"{field}.schedule",
-                        f"Kubernetes CronJobs take 5 fields (minute hour day month weekday), got {trigger.schedule!r}",
-                    )
+                problem = cron_schedule_problem(trigger.schedule)
+                if problem:
+                    self.error(fields["schedule"][1], f"{field}.schedule", problem)
             elif type_name == "queue" and trigger.subject and not _NATS_SUBJECT_RE.match(trigger.subject):
                 self.error(fields["subject"][1], f"{field}.subject", f"invalid NATS subject {trigger.subject!r}")
             elif type_name == "webhook" and trigger.path and not trigger.path.startswith("/"):

@@ -193,6 +193,43 @@ def test_malformed_documents_get_a_clear_message(text, fragment):
     assert all(e.startswith("workflow.yaml") for e in errors)
 
 
+CRON_SPEC = "name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\ntriggers: [{type: cron, schedule: '%s'}]\n"
+
+
+@pytest.mark.parametrize("macro", ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"])
+def test_cron_macros_kubernetes_accepts_are_kept_as_written(macro):
+    loaded = parse_spec(CRON_SPEC % macro)
+    assert [t.schedule for t in loaded.spec.triggers] == [macro]
+    assert loaded.warnings == ()
+
+
+@pytest.mark.parametrize("macro", ["@reboot", "@every 1h", "@Daily", "@daily ", "@fortnightly", "@"])
+def test_other_cron_macros_are_rejected(macro):
+    (error,) = errors_of(CRON_SPEC % macro)
+    assert error == (
+        f"workflow.yaml:4: triggers[0].schedule: unknown cron macro {macro!r} (Kubernetes CronJobs accept "
+        "@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)"
+    )
+
+
+@pytest.mark.parametrize(
+    "schedule,fragment",
+    [
+        ("0 9 * * *", None),
+        ("*/5 0-6 1,15 * mon-fri", None),
+        ("61 * * * *", "invalid cron schedule '61 * * * *'"),
+        ("0 9 * * * 30", "Kubernetes CronJobs take 5 fields (minute hour day month weekday) or a macro such as @daily"),
+        ("0 9 * * @daily", "invalid cron schedule"),
+    ],
+)
+def test_five_field_schedules_are_still_checked(schedule, fragment):
+    if fragment is None:
+        assert [t.schedule for t in parse_spec(CRON_SPEC % schedule).spec.triggers] == [schedule]
+    else:
+        (error,) = errors_of(CRON_SPEC % schedule)
+        assert fragment in error
+
+
 def test_cycle_is_named():
     errors = errors_of(
         """\
@@ -210,6 +247,66 @@ def test_unknown_keys_warn_with_their_line():
     (warning,) = loaded.warnings
     assert warning.line == VALID.count("\n") + 1
     assert warning.field == "owner" and "unknown key" in warning.message
+
+
+# A warning the parser finds first (the top-level key, line 12) sits below an
+# error (line 10) and another warning (line 8).
+OUT_OF_ORDER = """\
+name: x
+version: 1.0.0
+triggers:
+  - type: cron
+    schedule: "@daily"
+nodes:
+  a:
+    colour: blue
+    path: a.py
+  b: {path: /b.py}
+  c: {path: c.py}
+owner: me
+"""
+
+
+def test_spec_error_lists_problems_in_reading_order_one_prefix_each():
+    with pytest.raises(SpecError) as info:
+        parse_spec(OUT_OF_ORDER)
+    assert [(p.line, p.severity) for p in info.value.problems] == [(8, "warning"), (10, "error"), (12, "warning")]
+    assert str(info.value).splitlines() == [
+        "warning: workflow.yaml:8: nodes.a.colour: unknown key (expected one of: path, timeout, retries, description)",
+        "error: workflow.yaml:10: nodes.b.path: must be a path inside the workflow directory, got '/b.py'",
+        "warning: workflow.yaml:12: owner: unknown key "
+        "(expected one of: name, version, description, triggers, config, nodes, edges)",
+    ]
+
+
+def test_warnings_of_a_valid_spec_are_in_reading_order():
+    loaded = parse_spec(OUT_OF_ORDER.replace("/b.py", "b.py"))
+    assert [(w.line, w.field) for w in loaded.warnings] == [(8, "nodes.a.colour"), (12, "owner")]
+
+
+def test_problem_text_has_no_severity_and_its_report_line_has_exactly_one():
+    warning = spec_mod.Problem("w.yaml", 3, "owner", "unknown key", "warning")
+    error = spec_mod.Problem("w.yaml", None, "", "file not found")
+    assert str(warning) == "w.yaml:3: owner: unknown key"
+    assert warning.describe() == "warning: w.yaml:3: owner: unknown key"
+    assert error.describe() == "error: w.yaml: file not found"
+
+
+def test_spec_error_sorts_by_file_then_line_errors_first():
+    problems = [
+        spec_mod.Problem("b.yaml", 2, "x", "late file", "warning"),
+        spec_mod.Problem("a.yaml", 24, "y", "line 24"),
+        spec_mod.Problem("a.yaml", 18, "z", "line 18", "warning"),
+        spec_mod.Problem("a.yaml", 18, "z", "same line, error"),
+        spec_mod.Problem("a.yaml", None, "", "whole file"),
+    ]
+    assert str(SpecError(problems)).splitlines() == [
+        "error: a.yaml: whole file",
+        "error: a.yaml:18: z: same line, error",
+        "warning: a.yaml:18: z: line 18",
+        "error: a.yaml:24: y: line 24",
+        "warning: b.yaml:2: x: late file",
+    ]
 
 
 def test_recursive_alias_is_an_error_not_a_crash():

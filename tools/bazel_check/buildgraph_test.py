@@ -219,6 +219,75 @@ def test_workflow_node_outside_the_macro_glob(repo: Path) -> None:
     ]
 
 
+#: A workflow project as `pipedreamer init` writes it, loading the macro from the main module.
+SCAFFOLDED_WORKFLOW = {
+    "BUILD.bazel": """\
+        load("@demo//builder:workflow.bzl", "pipedreamer_workflow")
+
+        pipedreamer_workflow(
+            name = "digest",
+            srcs = glob(["nodes/**/*.py"]),
+            spec = "workflow.yaml",
+        )
+    """,
+    "workflow.yaml": "name: digest\n",
+    "nodes/fetch.py": "import yaml\n",
+    "nodes/format/markdown.py": "",
+}
+
+
+@pytest.mark.parametrize("where", ["digest", "teams/news/digest"])
+def test_workflow_package_outside_examples_owns_its_node_directories(
+    repo: Path, where: str
+) -> None:
+    write(repo, {f"{where}/{path}": text for path, text in SCAFFOLDED_WORKFLOW.items()})
+    assert findings(repo) == []
+
+
+def test_workflow_declared_through_a_wrapping_macro_owns_its_node_directories(repo: Path) -> None:
+    write(
+        repo,
+        {
+            "tools/flows/BUILD.bazel": "",
+            "tools/flows/defs.bzl": """\
+                load("//builder:workflow.bzl", "pipedreamer_workflow")
+
+                def team_workflow(name, **kwargs):
+                    pipedreamer_workflow(name = name, **kwargs)
+            """,
+            "digest/BUILD.bazel": """\
+                load("//tools/flows:defs.bzl", "team_workflow")
+
+                team_workflow(
+                    name = "digest",
+                    srcs = glob(["nodes/**/*.py"]),
+                    spec = "workflow.yaml",
+                )
+            """,
+            "digest/workflow.yaml": "name: digest\n",
+            "digest/nodes/fetch.py": "",
+        },
+    )
+    assert findings(repo) == []
+
+
+def test_stray_py_file_outside_a_workflow_package_needs_a_build_file(repo: Path) -> None:
+    write(repo, {f"digest/{path}": text for path, text in SCAFFOLDED_WORKFLOW.items()})
+    write(repo, {"digest_tools/nodes/run.py": "", "app/nodes/extra.py": ""})
+    assert findings(repo) == [
+        "app/nodes/: directory has 1 .py file(s) but no BUILD.bazel [ownership]",
+        "digest_tools/nodes/: directory has 1 .py file(s) but no BUILD.bazel [ownership]",
+    ]
+
+
+def test_py_file_in_a_workflow_package_must_be_in_the_workflow_srcs(repo: Path) -> None:
+    write(repo, {f"digest/{path}": text for path, text in SCAFFOLDED_WORKFLOW.items()})
+    write(repo, {"digest/lib/helpers.py": ""})
+    assert findings(repo) == [
+        "digest/BUILD.bazel: digest/lib/helpers.py is in no target's srcs [ownership]"
+    ]
+
+
 def test_generated_protobuf_code_needs_no_srcs_entry(repo: Path) -> None:
     write(repo, {"proto/pipedreamer/v1/BUILD.bazel": "", "proto/pipedreamer/v1/workflow_pb2.py": ""})
     assert findings(repo) == []
