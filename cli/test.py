@@ -60,7 +60,9 @@ def render_text(reports: list[WorkflowReport], passed: int, failed: int, elapsed
             continue
         lines.append(f"{report.directory}" + (f" ({report.workflow})" if report.workflow else ""))
         if report.error:
-            lines.append("  ERROR " + report.error.replace("\n", "\n        "))
+            # A spec report already starts each line with "error: " / "warning: ".
+            error = report.error if report.error.startswith(("error: ", "warning: ")) else f"error: {report.error}"
+            lines.append("  " + error.replace("\n", "\n  "))
         width = max((len(r.name) for r in report.results), default=0)
         for result in report.results:
             status = "PASS" if result.passed else "FAIL"

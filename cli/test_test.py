@@ -67,10 +67,36 @@ def test_several_targets_and_plain_files_are_skipped(flow, tmp_path, capsys):
 def test_broken_workflow_fails_with_its_error(tmp_path, capsys):
     write_workflow(tmp_path, {"a": "def run(ctx, input):\n    pass\n"})
     assert main(["test", str(tmp_path)]) == 1
-    assert "ERROR nodes/a.py:1: `run` must be `async def run(ctx, input)`" in capsys.readouterr().out
+    assert "  error: nodes/a.py:1: `run` must be `async def run(ctx, input)`" in capsys.readouterr().out
 
 
 def test_examples_pass(capsys):
     examples = Path(__file__).resolve().parent.parent / "examples"
     targets = sorted(str(p) for p in examples.iterdir())
     assert main(["test", *targets]) == 0, capsys.readouterr().out
+
+
+def test_secret_values_never_reach_the_output(tmp_path, capsys):
+    leak = "async def run(ctx, input):\n    return {'t': ctx.secrets['svc']['token']}\n"
+    directory = write_workflow(tmp_path / "leak", {"leak": leak})
+    (directory / "tests" / "fixtures").mkdir(parents=True)
+    (directory / "tests" / "fixtures" / "leak.json").write_text(json.dumps({"input": None, "expected": {"t": "other"}}))
+    secrets = directory / ".secrets.yaml"
+    secrets.write_text("svc:\n  token: hunter2xyz\n")
+    assert main(["test", str(directory), "--secrets", str(secrets)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  leak" in out and '+  "t": "***"' in out and "hunter2xyz" not in out
+    assert main(["test", str(directory), "--secrets", str(secrets), "--output", "json"]) == 1
+    out = capsys.readouterr().out
+    (result,) = json.loads(out)["workflows"][0]["results"]
+    assert result["passed"] is False and result["actual"] == {"t": "***"} and "hunter2xyz" not in out
+
+
+def test_a_deeply_nested_fixture_fails_and_the_other_workflows_still_run(flow, tmp_path, capsys):
+    other = write_workflow(tmp_path / "other", {"double": DOUBLE})
+    (other / "tests" / "fixtures").mkdir(parents=True)
+    (other / "tests" / "fixtures" / "double.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["test", str(other), str(flow)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  double  tests/fixtures/double.json" in out and "double.json: invalid JSON: nested too deeply" in out
+    assert "PASS  pipeline" in out and "2 passed, 1 failed" in out

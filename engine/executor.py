@@ -132,24 +132,50 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def json_problem(value: Any, path: str = "output") -> str | None:
+# Deepest nesting of objects and arrays a run's input or a node's output may have.
+# Results are protobuf Values, built and printed recursively: far deeper data
+# would exhaust the interpreter's stack there (JSON documents rarely pass 20).
+MAX_JSON_DEPTH = 100
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `value` nests dicts and lists more than `limit` levels (checked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def json_problem(value: Any, path: str = "output", depth: int = 0) -> str | None:
     """None when `value` maps to JSON (and so to google.protobuf.Value), else what is wrong and where."""
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return None
     if kind is float:
         return None if math.isfinite(value) else f"{path} is {value!r} (not a finite number)"
+    if depth >= MAX_JSON_DEPTH and isinstance(value, (dict, list, tuple)):
+        shown = path if len(path) <= 80 else path[:77] + "…"
+        return f"{shown} nests more than {MAX_JSON_DEPTH} levels deep"
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
                 return f"{path} has a non-string key {key!r} ({type(key).__name__})"
-            problem = json_problem(item, f"{path}.{key}")
+            problem = json_problem(item, f"{path}.{key}", depth + 1)
             if problem:
                 return problem
         return None
     if kind is list or kind is tuple:
         for index, item in enumerate(value):
-            problem = json_problem(item, f"{path}[{index}]")
+            problem = json_problem(item, f"{path}[{index}]", depth + 1)
             if problem:
                 return problem
         return None
@@ -157,11 +183,11 @@ def json_problem(value: Any, path: str = "output") -> str | None:
     if isinstance(value, (str, int)):
         return None
     if isinstance(value, float):
-        return json_problem(float(value), path)
+        return json_problem(float(value), path, depth)
     if isinstance(value, dict):
-        return json_problem(dict(value), path)
+        return json_problem(dict(value), path, depth)
     if isinstance(value, (list, tuple)):
-        return json_problem(list(value), path)
+        return json_problem(list(value), path, depth)
     return f"{path} is a {kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else f"{path} is a {kind.__name__}"
 
 

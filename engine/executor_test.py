@@ -19,7 +19,9 @@ from engine.executor import (
     TIMED_OUT,
     DAGExecutor,
     backoff_delay,
+    MAX_JSON_DEPTH,
     json_problem,
+    too_deep,
     node_policies,
 )
 from proto.pipedreamer.v1 import workflow_pb2
@@ -413,6 +415,31 @@ async def test_output_that_is_not_json_fails_the_node_with_a_clear_error():
 )
 def test_json_problem(value, problem):
     assert json_problem(value) == problem
+
+
+def nested(levels: int) -> dict:
+    """`levels` dicts, each inside the one before."""
+    value: dict = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_nesting_beyond_the_limit():
+    assert not too_deep(nested(MAX_JSON_DEPTH)) and too_deep(nested(MAX_JSON_DEPTH + 1))
+    assert too_deep([[[]]], limit=2) and too_deep([[], [[]]], limit=2) and not too_deep([[], []], limit=2) and not too_deep("x", limit=0)
+    assert json_problem(nested(MAX_JSON_DEPTH)) is None
+    problem = json_problem(nested(MAX_JSON_DEPTH + 1))
+    assert problem.startswith("output.a.a") and problem.endswith(f"… nests more than {MAX_JSON_DEPTH} levels deep")
+
+
+async def test_output_nested_too_deeply_fails_the_node_not_the_run_machinery():
+    async def deep(input):
+        return nested(5_000)  # deeper than any result could be built from
+
+    outcome = await DAGExecutor().execute(make_dag(["a"], []), runner_for({"a": deep}), None)
+    assert outcome.nodes["a"].status == FAILED
+    assert f"nests more than {MAX_JSON_DEPTH} levels deep" in outcome.nodes["a"].error
 
 
 async def test_sys_exit_in_a_node_fails_the_node_not_the_process():

@@ -3,13 +3,17 @@
 Runs on the same event loop as the HTTP server and shares its `RunGate`: a
 draining engine answers UNAVAILABLE (and health NOT_SERVING), a full one
 RESOURCE_EXHAUSTED. A failed run is still an OK call whose result says FAILED.
+A request protobuf cannot decode (an input nested too deeply, for one) is
+INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
@@ -22,11 +26,36 @@ log = logging.getLogger("pipedreamer.grpc")
 SERVICE_NAME = execution_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name
 
 
+@dataclasses.dataclass(frozen=True)
+class UndecodableRequest:
+    """What the deserializer hands `Run` instead of raising, so the call can answer INVALID_ARGUMENT."""
+
+    reason: str
+
+
+def parse_run_request(data: bytes) -> execution_pb2.RunRequest | UndecodableRequest:
+    """A RunRequest from the wire; a DecodeError (grpc would answer UNKNOWN) becomes an `UndecodableRequest`."""
+    try:
+        return execution_pb2.RunRequest.FromString(data)
+    except (DecodeError, RecursionError) as exc:
+        text = str(exc)
+        # upb says "Exceeded upb_DecodeOptions_MaxDepth", the pure-Python decoder "too many levels of nesting".
+        deep = isinstance(exc, RecursionError) or "depth" in text.lower() or "nesting" in text.lower()
+        return UndecodableRequest("input nested too deeply" if deep else text)
+
+
 class WorkflowServicer(execution_pb2_grpc.WorkflowServiceServicer):
     def __init__(self, gate: RunGate) -> None:
         self.gate = gate
 
-    async def Run(self, request: execution_pb2.RunRequest, context: grpc.aio.ServicerContext) -> execution_pb2.ExecutionResult:
+    async def Run(
+        self,
+        request: execution_pb2.RunRequest | UndecodableRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> execution_pb2.ExecutionResult:
+        if isinstance(request, UndecodableRequest):
+            self.gate.metrics.rejected("bad_request")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid RunRequest: {request.reason}")
         payload = value_to_python(request.input) if request.HasField("input") else {}
         try:
             return await self.gate.run(payload, trigger=request.trigger)
@@ -54,7 +83,7 @@ class GrpcFrontend:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        execution_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(gate), self.server)
+        _add_workflow_service(WorkflowServicer(gate), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
 
@@ -80,3 +109,16 @@ class GrpcFrontend:
 
     async def stop(self, grace: float) -> None:
         await self.server.stop(grace)
+
+
+def _add_workflow_service(servicer: WorkflowServicer, server: grpc.aio.Server) -> None:
+    """The generated `add_WorkflowServiceServicer_to_server`, with `parse_run_request` as the deserializer."""
+    handlers = {
+        "Run": grpc.unary_unary_rpc_method_handler(
+            servicer.Run,
+            request_deserializer=parse_run_request,
+            response_serializer=execution_pb2.ExecutionResult.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

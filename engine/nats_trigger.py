@@ -3,6 +3,8 @@
 Replicas share work through the queue group `pipedreamer.<workflow>`. The
 connection uses `config.nats_url` (TLS when it is `tls://…`) and the token in
 `secrets.nats.token`; without either the triggers are skipped with a warning.
+`secrets.nats.ca` (PEM) is the CA trusted for the server's certificate instead
+of the system roots, for servers whose certificate a private CA signed.
 It reconnects forever when the server goes away, and drains on shutdown:
 messages already delivered to this replica still run and get their reply.
 """
@@ -14,9 +16,10 @@ import json
 import logging
 import ssl
 import urllib.parse
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from engine.admission import RunGate, RunRejected
+from engine.executor import MAX_JSON_DEPTH, too_deep
 from engine.result_json import result_to_json
 from engine.spec import config_to_dict
 from proto.pipedreamer.v1 import execution_pb2, workflow_pb2
@@ -42,11 +45,16 @@ def queue_triggers(spec: workflow_pb2.WorkflowSpec) -> list[workflow_pb2.Trigger
     return [t for t in spec.triggers if t.type == workflow_pb2.Trigger.TYPE_QUEUE]
 
 
+def _nats_secret(secrets: Mapping[str, Any], key: str) -> Any:
+    """`secrets.nats.<key>`, or None."""
+    entry = secrets.get("nats") if isinstance(secrets, Mapping) else None
+    return entry.get(key) if isinstance(entry, Mapping) else None
+
+
 def nats_settings(spec: workflow_pb2.WorkflowSpec, secrets: Mapping[str, Any]) -> tuple[str, str, list[str]]:
     """(url, token, what is missing) from `config.nats_url` and `secrets.nats.token`."""
     url = config_to_dict(spec.config).get("nats_url")
-    entry = secrets.get("nats") if isinstance(secrets, Mapping) else None
-    token = entry.get("token") if isinstance(entry, Mapping) else None
+    token = _nats_secret(secrets, "token")
     missing = []
     if not isinstance(url, str) or not url.strip():
         missing.append("config.nats_url")
@@ -55,14 +63,60 @@ def nats_settings(spec: workflow_pb2.WorkflowSpec, secrets: Mapping[str, Any]) -
     return (url or "").strip() if isinstance(url, str) else "", token if isinstance(token, str) else "", missing
 
 
+def nats_tls(url: str, secrets: Mapping[str, Any]) -> ssl.SSLContext | None:
+    """The client's TLS context: for a `tls://` URL or when `secrets.nats.ca` is set, else None.
+
+    With `secrets.nats.ca` (PEM text, one or more certificates) only those CAs
+    are trusted; otherwise the system roots. Raises ValueError for a CA that is
+    not PEM certificates.
+    """
+    ca = _nats_secret(secrets, "ca")
+    if ca is None or (isinstance(ca, str) and not ca.strip()):
+        return ssl.create_default_context() if url.startswith("tls://") else None
+    if not isinstance(ca, str) or "-----BEGIN CERTIFICATE-----" not in ca:
+        raise ValueError("secrets.nats.ca must be PEM text (-----BEGIN CERTIFICATE----- …)")
+    try:
+        # The default context with `load_verify_locations(cadata=ca)` in place of the system roots.
+        return ssl.create_default_context(cadata=ca)
+    except ssl.SSLError as exc:
+        raise ValueError(f"secrets.nats.ca is not a valid PEM certificate: {exc.reason or exc}") from None
+
+
+class TLSNotStarted(ConnectionError):
+    """TLS is configured but the server did not start it: the token is withheld."""
+
+
+def _only_over_tls(client: Any, token: str, display: str) -> Callable[[], str]:
+    """nats-py's token callback, called as it writes CONNECT: the token, once the
+    connection is TLS; otherwise TLSNotStarted, so nothing secret crosses plain TCP."""
+
+    def token_if_encrypted() -> str:
+        writer = getattr(getattr(client, "_transport", None), "_io_writer", None)
+        if writer is None or writer.get_extra_info("ssl_object") is None:
+            raise TLSNotStarted(
+                f"the NATS server at {display} did not start TLS (its INFO lacks tls_required); "
+                "the token is not sent over an unencrypted connection: enable TLS on the server "
+                "or use a nats:// URL"
+            )
+        return token
+
+    return token_if_encrypted
+
+
 def parse_payload(data: bytes) -> Any:
     """A message payload as the run's input: empty means `{}`; raises ValueError for bad JSON."""
     if not data.strip():
         return {}
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        # The decoder recurses per nesting level: too deep is bad input, not an engine fault.
+        raise ValueError("nested too deeply") from None
+    if too_deep(value):
+        raise ValueError(f"nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return value
 
 
 def _reject_constant(name: str) -> Any:
@@ -83,6 +137,7 @@ class QueueTriggers:
         self._slots: asyncio.Semaphore | None = None
         self.subscribed = asyncio.Event()
         self._last_error = ""
+        self._display = ""  # the server URL as logs show it
 
     def server_address(self) -> str | None:
         """`host:port` of the NATS server the triggers will use, or None when there is nothing to connect to."""
@@ -110,21 +165,30 @@ class QueueTriggers:
         if missing:
             log.warning("queue trigger(s) on %s skipped: %s not set", subjects, " and ".join(missing))
             return
+        try:
+            tls = nats_tls(url, self._all_secrets())
+        except ValueError as exc:
+            log.error("queue trigger(s) on %s disabled: %s", subjects, exc)
+            return
         self._slots = asyncio.Semaphore(self.gate.max_concurrent_runs or DEFAULT_CONCURRENCY)
-        self._connector = asyncio.get_running_loop().create_task(self._connect(url, token, triggers))
+        self._connector = asyncio.get_running_loop().create_task(self._connect(url, token, tls, triggers))
 
-    async def _connect(self, url: str, token: str, triggers: list[workflow_pb2.Trigger]) -> None:
+    async def _connect(self, url: str, token: str, tls: ssl.SSLContext | None, triggers: list[workflow_pb2.Trigger]) -> None:
         import nats  # only workflows with queue triggers pay for it
 
-        display = self.engine.redact(url)
+        display = self._display = self.engine.redact(url)
         try:
             # With max_reconnect_attempts=-1 nats-py keeps trying until the
             # server is up (reporting each failure to _on_error): only settings
             # that can never work end up here.
-            self.client = await nats.connect(
+            client = nats.NATS()
+            await client.connect(
                 url,
-                token=token,
-                tls=ssl.create_default_context() if url.startswith("tls://") else None,
+                # With TLS configured the token goes out only once the connection
+                # is encrypted: nats-py upgrades only when the server's INFO says
+                # tls_required, which an attacker in the path can strip.
+                token=token if tls is None else _only_over_tls(client, token, display),
+                tls=tls,
                 name=f"pipedreamer-{self.engine.spec.name}",
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
@@ -137,6 +201,7 @@ class QueueTriggers:
         except Exception as exc:  # noqa: BLE001 - a bad URL: the triggers cannot work, HTTP still can
             log.error("queue triggers disabled: cannot connect to NATS at %s: %s", display, self._describe(exc))
             return
+        self.client = client
         group = queue_group(self.engine.spec.name)
         for trigger in triggers:
             name = trigger.name or f"queue:{trigger.subject}"
@@ -212,10 +277,20 @@ class QueueTriggers:
 
     async def _on_error(self, exc: Exception) -> None:
         # While the server is down the same error comes back every second: say it once.
-        message = self._describe(exc)
+        if isinstance(exc, TLSNotStarted):
+            message, level = str(exc), logging.ERROR
+        elif isinstance(exc, ssl.SSLCertVerificationError):
+            # Retrying cannot help until the certificate or secrets.nats.ca changes: say what to fix.
+            message = (
+                f"TLS certificate verification failed for {self._display}: {exc.verify_message} "
+                "(secrets.nats.ca sets the CA, in PEM, trusted for the server's certificate)"
+            )
+            level = logging.ERROR
+        else:
+            message, level = self._describe(exc), logging.WARNING
         if message != self._last_error:
             self._last_error = message
-            log.warning("NATS: %s", message)
+            log.log(level, "NATS: %s", message)
 
     async def _on_disconnected(self) -> None:
         log.warning("NATS disconnected; reconnecting")

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from engine.admission import AtCapacity, Draining, RunGate
+from engine.executor import MAX_JSON_DEPTH, too_deep
 from engine.result_json import result_to_json
 from engine.serve_options import HttpOptions
 from proto.pipedreamer.v1 import execution_pb2
@@ -128,7 +129,14 @@ class HttpFrontend:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-        return json.loads(text, parse_constant=_reject_constant)
+        try:
+            value = json.loads(text, parse_constant=_reject_constant)
+        except RecursionError:
+            # The decoder recurses per nesting level: too deep is bad input, not an engine fault.
+            raise ValueError("nested too deeply") from None
+        if too_deep(value):
+            raise ValueError(f"nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+        return value
 
     async def healthz(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = {"status": "ok"}

@@ -3,7 +3,8 @@
 A fixture is `tests/fixtures/<node>.json` (or `pipeline.json`):
 `{"input": …, "expected": …, "fetch": {"<service> <path>": <json body>}}`.
 An unanswered fetch gets `{"mock": true, "service": …, "path": …}`.
-Runs are hermetic: no secrets unless a secrets path is given.
+Runs are hermetic: no secrets unless a secrets path is given, and then their
+values are shown as *** in results, diffs and errors, as in logs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from proto.pipedreamer.v1 import execution_pb2
 
 FIXTURES_DIR = Path("tests") / "fixtures"
 PIPELINE = "pipeline"
+# The diff when expected and actual differ only inside secret values, which are never shown.
+SECRET_ONLY_DIFF = "expected and actual differ only in secret values (shown as ***)\n"
 
 
 class FixtureError(Exception):
@@ -62,7 +65,8 @@ class FixtureResult:
     logs: str = ""  # what the nodes logged while this fixture ran
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Not dataclasses.asdict: it deep-copies `expected`/`actual` recursively, one frame per nesting level.
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +85,8 @@ class WorkflowReport:
         return not self.error and all(r.passed for r in self.results)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["passed"] = self.passed
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        data.update(results=[r.to_dict() for r in self.results], untested=list(self.untested), passed=self.passed)
         return data
 
 
@@ -130,6 +134,9 @@ def load_fixture(file: Path, name: str) -> Fixture:
         raise FixtureError(f"{file}: cannot read: {exc}") from None
     except json.JSONDecodeError as exc:
         raise FixtureError(f"{file}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        # json.loads recurses once per nesting level; a deep file is invalid, not a crash.
+        raise FixtureError(f"{file}: invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise FixtureError(f"{file}: expected an object {{\"input\": …, \"expected\": …}}, got {type(data).__name__}")
     fetch = data.get("fetch") or {}
@@ -223,16 +230,26 @@ async def run_fixture_file(engine: Engine, directory: Path, file: Path, node_ids
     if name != PIPELINE and name not in node_ids:
         return FixtureResult(name, shown, False, error=f"no node {name!r} in {WORKFLOW_FILE} (nodes: {', '.join(node_ids)})")
     started = time.perf_counter()
-    if name == PIPELINE:
-        actual, error = await _run_pipeline(engine, fixture)
-    else:
-        actual, error = await _run_node(engine, fixture)
+    try:
+        if name == PIPELINE:
+            actual, error = await _run_pipeline(engine, fixture)
+        else:
+            actual, error = await _run_node(engine, fixture)
+    except RecursionError:
+        # Input that json.loads still took, but too deep to check or to put in a result: this fixture fails, not the run.
+        actual, error = None, "input or output nested too deeply to carry in a result"
     duration = time.perf_counter() - started
+    # Verdicts compare what the node returned; everything stored or shown is redacted like logs and results.
+    redact = engine.log_sink.redactor
+    expected, shown_actual = redact.value(fixture.expected), redact.value(actual)
     if error:
-        return FixtureResult(name, shown, False, fixture.expected, actual, error=engine.redact(error), duration=duration)
-    if fixture.has_expected and not json_equal(fixture.expected, actual):
-        return FixtureResult(name, shown, False, fixture.expected, actual, diff_json(fixture.expected, actual), duration=duration)
-    return FixtureResult(name, shown, True, fixture.expected, actual, duration=duration)
+        return FixtureResult(name, shown, False, expected, shown_actual, error=redact.text(error), duration=duration)
+    # A pipeline's result is already redacted by the engine, so its expectation is compared redacted too.
+    wanted = expected if name == PIPELINE else fixture.expected
+    if fixture.has_expected and not json_equal(wanted, actual):
+        diff = redact.text(diff_json(expected, shown_actual)) or SECRET_ONLY_DIFF
+        return FixtureResult(name, shown, False, expected, shown_actual, diff, duration=duration)
+    return FixtureResult(name, shown, True, expected, shown_actual, duration=duration)
 
 
 async def _run_node(engine: Engine, fixture: Fixture) -> tuple[Any, str]:

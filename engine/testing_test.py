@@ -170,3 +170,73 @@ def test_json_equal(a, b, equal):
 
 def test_diff_is_sorted_pretty_json():
     assert "+  \"b\": 2" in diff_json({"a": 1}, {"a": 1, "b": 2})
+
+
+SECRET = "hunter2xyz"
+LEAKER = "async def run(ctx, input):\n    return {'t': ctx.secrets['svc']['token'], 'n': input}\n"
+BAD_KEY = "async def run(ctx, input):\n    return {ctx.secrets['svc']['token']: {1, 2}}\n"
+
+
+@pytest.fixture
+def leaky(tmp_path: Path) -> Path:
+    write_workflow(tmp_path, {"leak": LEAKER})
+    (tmp_path / ".secrets.yaml").write_text(f"svc:\n  token: {SECRET}\n")
+    return tmp_path
+
+
+async def test_secret_values_are_compared_raw_but_never_shown(leaky):
+    fixture(leaky, "leak", {"input": 1, "expected": {"t": "other", "n": 1}})
+    fixture(leaky, "pipeline", {"input": 1, "expected": {"t": SECRET, "n": 2}})
+    report = await run_workflow_fixtures(leaky, secrets_path=leaky / ".secrets.yaml")
+    by_name = {r.name: r for r in report.results}
+    assert not by_name["leak"].passed
+    assert by_name["leak"].actual == {"t": "***", "n": 1}
+    assert '-  "t": "other"' in by_name["leak"].diff and '+  "t": "***"' in by_name["leak"].diff
+    # The expectation holds the secret too: shown redacted, the diff is about `n`.
+    assert not by_name["pipeline"].passed
+    assert by_name["pipeline"].expected == {"t": "***", "n": 2}
+    assert '-  "n": 2' in by_name["pipeline"].diff
+    assert SECRET not in json.dumps(report.to_dict())
+
+
+async def test_a_node_returning_the_expected_secret_passes(leaky):
+    fixture(leaky, "leak", {"input": 1, "expected": {"t": SECRET, "n": 1}})
+    fixture(leaky, "pipeline", {"input": 1, "expected": {"t": SECRET, "n": 1}})
+    report = await run_workflow_fixtures(leaky, secrets_path=leaky / ".secrets.yaml")
+    assert [r.name for r in report.results if r.passed] == ["leak", "pipeline"]
+    assert SECRET not in json.dumps(report.to_dict())
+
+
+async def test_a_difference_only_inside_secrets_still_fails_without_showing_them(leaky):
+    (leaky / ".secrets.yaml").write_text(f"svc:\n  token: {SECRET}\nother:\n  token: s3cr3t-two\n")
+    fixture(leaky, "leak", {"input": 1, "expected": {"t": "s3cr3t-two", "n": 1}})
+    (result,) = (await run_workflow_fixtures(leaky, secrets_path=leaky / ".secrets.yaml")).results
+    assert not result.passed and result.diff == "expected and actual differ only in secret values (shown as ***)\n"
+    assert SECRET not in json.dumps(result.to_dict()) and "s3cr3t-two" not in json.dumps(result.to_dict())
+
+
+async def test_errors_naming_a_secret_are_redacted(leaky):
+    write_workflow(leaky, {"bad": BAD_KEY})
+    fixture(leaky, "bad", {"input": None, "expected": None})
+    (result,) = (await run_workflow_fixtures(leaky, secrets_path=leaky / ".secrets.yaml")).results
+    assert result.error == "output of node bad is not JSON-serialisable: output.*** is a set"
+
+
+async def test_a_deeply_nested_fixture_fails_alone(flow):
+    (flow / "tests" / "fixtures" / "fetch.json").write_text("[" * 100_000 + "]" * 100_000)
+    report = await run_workflow_fixtures(flow)
+    by_name = {r.name: r for r in report.results}
+    assert not by_name["fetch"].passed
+    assert by_name["fetch"].error.endswith("fetch.json: invalid JSON: nested too deeply")
+    assert by_name["double"].passed and by_name["pipeline"].passed
+
+
+async def test_a_value_too_deep_for_a_result_fails_only_its_fixture(tmp_path):
+    write_workflow(tmp_path, {"echo": "async def run(ctx, input):\n    return input\n"})
+    deep = "[" * 500 + "]" * 500  # json.loads takes it; the protobuf result cannot hold it
+    (tmp_path / "tests" / "fixtures").mkdir(parents=True)
+    (tmp_path / "tests" / "fixtures" / "pipeline.json").write_text(f'{{"input": {deep}}}')
+    fixture(tmp_path, "echo", {"input": [[1]], "expected": [[1]]})
+    by_name = {r.name: r for r in (await run_workflow_fixtures(tmp_path)).results}
+    assert by_name["echo"].passed
+    assert by_name["pipeline"].error == "input or output nested too deeply to carry in a result"

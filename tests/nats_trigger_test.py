@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 from pathlib import Path
+from unittest import mock
 
 import nats
 import pytest
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
 
-from tests.serve_harness import NatsServer, ServerProcess, post_json, serving, wait_for, write_workflow
+from tests.serve_harness import NatsServer, ServerProcess, TlsNatsServer, post_json, serving, wait_for, write_workflow
 
 NODES = {
     "work": """
@@ -90,6 +92,25 @@ async def test_bad_json_gets_an_error_result_and_the_subscription_goes_on(tmp_pa
         finally:
             await client.close()
     assert "invalid JSON payload" in capfd.readouterr().err
+
+
+async def test_a_deeply_nested_payload_gets_the_invalid_json_result_and_the_subscription_goes_on(
+    tmp_path: Path, nats_server: NatsServer, capfd
+):
+    async with serving(_workflow(tmp_path, nats_server)) as server:
+        await asyncio.wait_for(server.queues.subscribed.wait(), 10)
+        client = await _client(nats_server)
+        try:
+            deep = json.loads((await client.request(SUBJECT, b"[" * 100_000 + b"]" * 100_000, timeout=10)).data)
+            assert deep["status"] == "RUN_STATUS_FAILED"
+            assert deep["error"] == "invalid JSON payload: nested too deeply"
+            assert "nodes" not in deep
+            good = json.loads((await client.request(SUBJECT, b"{}", timeout=10)).data)
+            assert good["status"] == "RUN_STATUS_SUCCEEDED"
+        finally:
+            await client.close()
+    err = capfd.readouterr().err
+    assert "invalid JSON payload: nested too deeply" in err and "Traceback" not in err
 
 
 async def test_replicas_share_the_work_through_the_queue_group(tmp_path: Path, nats_server: NatsServer):
@@ -225,3 +246,105 @@ def test_the_engine_process_serves_nats_under_the_permission_lock(tmp_path: Path
         assert "s3cret-nats-token" not in server.output()
     finally:
         server.close()
+
+
+@pytest.fixture
+def tls_nats_server(tmp_path: Path):
+    server = TlsNatsServer(tmp_path / "tls")
+    server.start()
+    yield server
+    server.close()
+
+
+def _tls_workflow(tmp_path: Path, server: TlsNatsServer, *, ca: str | None) -> Path:
+    secrets = {"nats": {"token": server.token, **({"ca": ca} if ca is not None else {})}}
+    return write_workflow(
+        tmp_path / "tls-flow",
+        NODES,
+        name="tls-flow",
+        triggers=[{"type": "queue", "subject": SUBJECT}],
+        config={"nats_url": server.url},
+        secrets=secrets,
+    )
+
+
+async def test_tls_with_a_private_ca_from_the_secrets(tmp_path: Path, tls_nats_server: TlsNatsServer):
+    assert tls_nats_server.url.startswith("tls://127.0.0.1:")
+    flow = _tls_workflow(tmp_path, tls_nats_server, ca=tls_nats_server.ca.read_text())
+    async with serving(flow) as server:
+        await asyncio.wait_for(server.queues.subscribed.wait(), 10)
+        client = await nats.connect(tls_nats_server.url, token=tls_nats_server.token, tls=tls_nats_server.client_tls())
+        try:
+            reply = json.loads((await client.request(SUBJECT, json.dumps({"n": 1}).encode(), timeout=10)).data)
+        finally:
+            await client.close()
+        assert reply["status"] == "RUN_STATUS_SUCCEEDED" and reply["output"] == {"got": {"n": 1}}
+    # The server demands TLS of every client, so the engine's subscription was encrypted.
+    with socket.create_connection(("127.0.0.1", tls_nats_server.port), timeout=5) as sock:
+        info = json.loads(sock.recv(4096).decode().removeprefix("INFO ").strip())
+    assert info["tls_required"] is True and info["auth_required"] is True
+
+
+async def test_tls_without_the_ca_logs_a_verification_failure_and_http_keeps_serving(
+    tmp_path: Path, tls_nats_server: TlsNatsServer, capfd
+):
+    err = ""
+
+    def logged() -> bool:
+        nonlocal err
+        err += capfd.readouterr().err
+        return "TLS certificate verification failed" in err
+
+    async with serving(_tls_workflow(tmp_path, tls_nats_server, ca=None)) as server:
+        await wait_for(logged)
+        assert not server.queues.subscribed.is_set()
+        assert await asyncio.to_thread(post_json, server.http_address + "/run", {}) == (200, mock.ANY)
+    err += capfd.readouterr().err
+    line = next(line for line in err.splitlines() if "TLS certificate verification failed" in line)
+    assert "ERROR [nats] NATS: TLS certificate verification failed for tls://127.0.0.1:" in line
+    assert "unable to get local issuer certificate" in line and "secrets.nats.ca" in line
+    assert "Traceback" not in err and tls_nats_server.token not in err
+
+
+async def test_a_ca_that_is_not_pem_disables_the_triggers_with_a_message(tmp_path: Path, tls_nats_server: TlsNatsServer, capfd):
+    async with serving(_tls_workflow(tmp_path, tls_nats_server, ca="not a certificate")) as server:
+        assert server.queues.client is None
+        assert await asyncio.to_thread(post_json, server.http_address + "/run", {}) == (200, mock.ANY)
+    err = capfd.readouterr().err
+    assert f"queue trigger(s) on {SUBJECT} disabled: secrets.nats.ca must be PEM text" in err
+
+
+async def test_a_tls_url_to_a_server_without_tls_never_sends_the_token(tmp_path: Path, capfd):
+    # A plain nats-server (or anyone in the path stripping tls_required from INFO):
+    # nats-py would carry on unencrypted; the engine withholds the token instead.
+    plain = NatsServer()
+    plain.extra_args = ("-V",)  # trace every protocol line the server receives
+    plain.start()
+    try:
+        flow = write_workflow(
+            tmp_path / "downgrade-flow",
+            NODES,
+            name="downgrade-flow",
+            triggers=[{"type": "queue", "subject": SUBJECT}],
+            config={"nats_url": f"tls://127.0.0.1:{plain.port}"},
+            secrets={"nats": {"token": plain.token}},
+        )
+        err = ""
+
+        def logged() -> bool:
+            nonlocal err
+            err += capfd.readouterr().err
+            return "did not start TLS" in err
+
+        async with serving(flow) as server:
+            await wait_for(logged)
+            assert not server.queues.subscribed.is_set()
+            assert await asyncio.to_thread(post_json, server.http_address + "/run", {}) == (200, mock.ANY)
+        err += capfd.readouterr().err
+        line = next(line for line in err.splitlines() if "did not start TLS" in line)
+        assert f"ERROR [nats] NATS: the NATS server at tls://127.0.0.1:{plain.port} did not start TLS" in line
+        assert "Traceback" not in err and plain.token not in err
+        trace = plain.log_path.read_text()
+        assert "CONNECT" not in trace and plain.token not in trace, trace  # nothing past INFO was sent
+    finally:
+        plain.close()

@@ -120,3 +120,35 @@ async def test_a_message_over_the_body_limit_is_refused(workflow: Path):
             await stub.Run(_request({"blob": "x" * 5000}))
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert (await stub.Run(_request({}))).status == execution_pb2.RUN_STATUS_SUCCEEDED
+
+
+def _nested_request(depth: int) -> execution_pb2.RunRequest:
+    """A RunRequest whose input is `depth` lists deep, built without recursion."""
+    request = execution_pb2.RunRequest()
+    value = request.input
+    for _ in range(depth):
+        value = value.list_value.values.add()
+    value.null_value = struct_pb2.NULL_VALUE
+    return request
+
+
+async def test_an_input_nested_too_deeply_is_invalid_argument_and_the_server_keeps_serving(workflow: Path, capfd):
+    async with serving(workflow) as server, grpc.aio.insecure_channel(server.grpc_address) as channel:
+        stub = execution_pb2_grpc.WorkflowServiceStub(channel)
+        ok = await stub.Run(_nested_request(30))
+        assert ok.status == execution_pb2.RUN_STATUS_SUCCEEDED
+        for depth in (100, 5000):
+            # protobuf itself refuses to decode it (upb's depth limit), before any handler runs.
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Run(_nested_request(depth))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.details() == "invalid RunRequest: input nested too deeply"
+        garbage = channel.unary_unary("/pipedreamer.v1.WorkflowService/Run")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await garbage(b"\x0a\xff\xff\xff")  # a length past the end of the message
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details().startswith("invalid RunRequest: ")
+        assert (await stub.Run(_request({"n": 1}))).status == execution_pb2.RUN_STATUS_SUCCEEDED
+        text = server.metrics.render().decode()
+        assert 'pipedreamer_runs_rejected_total{reason="bad_request",workflow="test-flow"} 3.0' in text
+    assert "Traceback" not in capfd.readouterr().err

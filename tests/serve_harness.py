@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -168,6 +169,9 @@ def post_json(url: str, body: Any = None, *, data: bytes | None = None, timeout:
 class NatsServer:
     """A real nats-server on a free loopback port with token auth; restartable on the same port."""
 
+    # More nats-server flags (TlsNatsServer adds its TLS ones).
+    extra_args: tuple[str, ...] = ()
+
     def __init__(self, token: str = "s3cret-nats-token"):
         binary = shutil.which("nats-server")
         if binary is None:
@@ -185,7 +189,7 @@ class NatsServer:
     def start(self, timeout: float = 10.0) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "--auth", self.token],
+            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "--auth", self.token, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
@@ -212,6 +216,44 @@ class NatsServer:
     def close(self) -> None:
         self.stop()
         self.log_path.unlink(missing_ok=True)
+
+
+def make_tls_files(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for `host` it signed, made with the openssl CLI: (ca.pem, server.pem, server.key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, request = directory / "server.pem", directory / "server.key", directory / "server.csr"
+    extensions = directory / "server.ext"
+    extensions.write_text(
+        f"subjectAltName=IP:{host}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc"]
+    for argv in (
+        ["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "1", "-subj", "/CN=pipedreamer test CA"],
+        ["openssl", "req", *ec, "-keyout", str(key), "-out", str(request), "-subj", f"/CN={host}"],
+        ["openssl", "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key), "-set_serial", "2",
+         "-days", "1", "-extfile", str(extensions), "-out", str(cert)],
+    ):
+        subprocess.run(argv, check=True, capture_output=True)
+    return ca, cert, key
+
+
+class TlsNatsServer(NatsServer):
+    """A NatsServer that requires TLS (`--tls --tlscert --tlskey`), its certificate for 127.0.0.1 signed by a throwaway CA."""
+
+    def __init__(self, directory: Path, token: str = "s3cret-nats-token"):
+        super().__init__(token)
+        self.ca, cert, key = make_tls_files(directory)
+        self.extra_args = ("--tls", "--tlscert", str(cert), "--tlskey", str(key))
+
+    @property
+    def url(self) -> str:
+        return f"tls://127.0.0.1:{self.port}"
+
+    def client_tls(self) -> ssl.SSLContext:
+        """A client context that trusts this server's CA."""
+        return ssl.create_default_context(cafile=str(self.ca))
 
 
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> None:

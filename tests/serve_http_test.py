@@ -94,6 +94,25 @@ async def test_bad_json_is_400_with_a_message_and_the_server_keeps_serving(workf
         assert status == 200
 
 
+async def test_deeply_nested_json_is_400_not_a_crash_and_the_server_keeps_serving(workflow: Path, capfd):
+    async with serving(workflow) as server, aiohttp.ClientSession() as session:
+        for deep in (b"[" * 100_000 + b"]" * 100_000, b'{"a": ' * 100_000 + b"1" + b"}" * 100_000):
+            async with session.post(server.http_address + "/run", data=deep) as response:
+                assert response.status == 400
+                assert response.content_type == "application/json"
+                assert await response.json() == {"error": "invalid JSON body: nested too deeply"}
+        # Deep enough to pass the decoder, too deep for a result: refused at the door too.
+        async with session.post(server.http_address + "/run", data=b"[" * 400 + b"]" * 400) as response:
+            assert response.status == 400
+            assert await response.json() == {"error": "invalid JSON body: nested too deeply (more than 100 levels)"}
+        status, body = await _post(session, server.http_address + "/run", {"still": "here"})
+        assert status == 200 and body["output"]["got"] == {"echo": {"still": "here"}}
+        text = server.metrics.render().decode()
+        assert 'pipedreamer_runs_rejected_total{reason="bad_json",workflow="test-flow"} 3.0' in text
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "RecursionError" not in err
+
+
 async def test_body_over_the_limit_is_413_by_content_length_and_when_chunked(workflow: Path):
     async with serving(workflow, http=HttpOptions(max_body=1024)) as server, aiohttp.ClientSession() as session:
         big = json.dumps({"blob": "x" * 5000}).encode()
