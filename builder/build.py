@@ -36,11 +36,15 @@ __all__ = [
     "APP_DIR",
     "BuildError",
     "BuildResult",
+    "ENGINE_EXCLUSIONS",
     "ENTRYPOINT",
+    "Exclusions",
     "LayerReport",
     "USER",
+    "WORKFLOW_EXCLUSIONS",
     "WorkflowInfo",
     "build_image",
+    "canonical_source",
     "engine_entries",
     "image_annotations",
     "image_reference",
@@ -51,6 +55,7 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENGINE_LIB = "/opt/pipedreamer/lib"
+ENGINE_PACKAGES = ("engine", "proto")  # the checkout's directories copied under ENGINE_LIB
 APP_DIR = "/app"
 ENTRYPOINT = (
     "/usr/bin/python3", "-m", "engine",
@@ -60,14 +65,48 @@ ENTRYPOINT = (
 HTTP_PORT = "8080/tcp"
 USER = "65534"
 
-# Never copied into /app: secrets (mounted at run time instead), VCS and tool
-# state, build outputs, Bazel files, and fixtures (they serve `pipedreamer test`,
-# not the pod).
-_WORKFLOW_EXCLUDED_TOP = {"tests", "Dockerfile.pipedreamer", "BUILD.bazel", "BUILD"}
-# In engine/ and proto/: tests and Bazel files are not part of the runtime.
-_ENGINE_EXCLUDED_SUFFIXES = ("_test.py", "BUILD.bazel", "BUILD", "conftest.py")
-
 Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Exclusions:
+    """Files and directories a layer leaves out of a tree, by name (a directory goes with all below it).
+
+    Besides these, `builder.layers.is_excluded` drops caches and VCS
+    directories everywhere. builder/dockerfile.py renders the same rules as
+    `COPY --exclude` patterns, so `docker build` copies the same files.
+    """
+
+    names: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    top_level_only: bool = False  # True: only entries directly in the tree's root
+
+    def excludes(self, rel: str) -> bool:
+        """Whether `rel` (posix, relative to the tree's root) is left out, itself or through a parent."""
+        parts = rel.split("/")
+        checked = parts[:1] if self.top_level_only else parts
+        return any(
+            name in self.names or name.startswith(self.prefixes) or name.endswith(self.suffixes) for name in checked
+        )
+
+
+# Never copied into /app: secrets (mounted at run time instead), VCS and tool
+# state (hidden files), build outputs, Bazel files, and fixtures (they serve
+# `pipedreamer test`, not the pod).
+WORKFLOW_EXCLUSIONS = Exclusions(
+    names=frozenset({"tests", "Dockerfile.pipedreamer", "BUILD.bazel", "BUILD"}),
+    prefixes=(".", "bazel-"),
+    top_level_only=True,
+)
+# In engine/ and proto/: tests, fixtures and Bazel files are not part of the
+# runtime; hidden files are tool state (e.g. tools/gen_proto.py's
+# proto/.../.generated stamp).
+ENGINE_EXCLUSIONS = Exclusions(
+    names=frozenset({"BUILD.bazel", "BUILD", "conftest.py", "testdata", "testing_fixtures"}),
+    prefixes=(".",),
+    suffixes=("_test.py",),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,11 +348,7 @@ def _add_image(
 def workflow_entries(workflow_dir: Path, info: WorkflowInfo) -> list[LayerEntry]:
     """The files of `/app`: the workflow directory less secrets, VCS, caches and fixtures."""
 
-    def excluded(rel: str) -> bool:
-        first = rel.split("/", 1)[0]
-        return first.startswith(".") or first.startswith("bazel-") or first in _WORKFLOW_EXCLUDED_TOP
-
-    entries = entries_from_dir(workflow_dir, APP_DIR, exclude=excluded)
+    entries = entries_from_dir(workflow_dir, APP_DIR, exclude=WORKFLOW_EXCLUSIONS.excludes)
     present = {e.path for e in entries if e.kind != "dir"}
     for node_path in ("workflow.yaml", *info.node_paths):
         image_path = normalise_path(f"{APP_DIR}/{node_path}")
@@ -334,14 +369,9 @@ def engine_entries(repo_root: Path = REPO_ROOT) -> list[LayerEntry]:
     if not (repo_root / "engine").is_dir():
         raise BuildError(f"{repo_root / 'engine'}: the engine package is missing")
 
-    def excluded(rel: str) -> bool:
-        name = rel.rsplit("/", 1)[-1]
-        # Hidden files are tool state (e.g. tools/gen_proto.py's proto/.../.generated stamp).
-        return name.endswith(_ENGINE_EXCLUDED_SUFFIXES) or name in ("testdata", "testing_fixtures") or name.startswith(".")
-
     entries: list[LayerEntry] = []
-    for package in ("engine", "proto"):
-        entries += entries_from_dir(repo_root / package, f"{ENGINE_LIB}/{package}", exclude=excluded)
+    for package in ENGINE_PACKAGES:
+        entries += entries_from_dir(repo_root / package, f"{ENGINE_LIB}/{package}", exclude=ENGINE_EXCLUSIONS.excludes)
     return entries
 
 
@@ -365,12 +395,55 @@ def _git_revision(workflow_dir: Path) -> str:
 
 
 def _git_source(workflow_dir: Path) -> str:
-    """The origin URL, without any credentials embedded in it."""
-    url = _git(workflow_dir, "remote", "get-url", "origin")
-    if not url.startswith(("https://", "http://", "ssh://")):
+    """The origin's canonical https URL, or "" (no origin, or a local one)."""
+    return canonical_source(_git(workflow_dir, "remote", "get-url", "origin"))
+
+
+# Git's scp-like syntax, `[user@]host:path`: a colon before any slash, no `://`.
+_SCP_LIKE_RE = re.compile(r"^(?:[^@/]*@)?(?P<host>\[[^\]/]+\]|[^:/\[\]]+):(?P<path>.*)$")
+_REMOTE_SCHEMES = {"https", "http", "ssh", "git+ssh", "ssh+git", "git"}
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def canonical_source(url: str) -> str:
+    """An origin URL as the one https URL that names the repository, or "" for a local one.
+
+    `git@host:org/repo.git`, `ssh://git@host:2222/org/repo`, `git://host/org/repo`
+    and `https://user:token@host/org/repo.git` all give `https://host/org/repo`,
+    so the `org.opencontainers.image.source` annotation, and with it the image
+    digest, does not depend on how the checkout was cloned. User names, passwords
+    and tokens, queries and fragments never come through. An ssh port is the ssh
+    server's and is dropped; an http(s) port other than the default is kept.
+    Local paths and `file://` URLs give "".
+    """
+    url = url.strip()
+    if "://" in url:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return ""
+        scheme = parts.scheme.lower()
+        if scheme not in _REMOTE_SCHEMES:
+            return ""
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6, which urlsplit unbrackets
+            host = f"[{host}]"
+        if host and port and scheme in _DEFAULT_PORTS and port != _DEFAULT_PORTS[scheme]:
+            host = f"{host}:{port}"  # the web server's own port
+        path = parts.path
+    else:
+        match = _SCP_LIKE_RE.match(url)
+        # A one-letter "host" is a Windows drive (C:/repo), which git treats as a path.
+        if not match or len(match["host"]) == 1:
+            return ""
+        host = match["host"].lower()
+        path = match["path"]
+    if not host:
         return ""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    path = path.strip("/")
+    path = path[: -len(".git")] if path.endswith(".git") else path
+    path = path.rstrip("/")
+    if not path:
+        return ""
+    return urlunsplit(("https", host, "/" + path, "", ""))

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -204,3 +205,75 @@ def test_tagged_registry_base_is_refused(tmp_path: Path) -> None:
 def test_image_reference() -> None:
     assert image_reference("", "hello", "1.0.0") == "hello:1.0.0"
     assert image_reference("localhost:5000/", "hello", "1.0.0") == "localhost:5000/hello:1.0.0"
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "git@github.com:org/repo.git",
+        "git@github.com:org/repo",
+        "github.com:org/repo.git",
+        "git@GitHub.com:/org/repo.git/",
+        "ssh://git@github.com/org/repo.git",
+        "ssh://git@github.com:2222/org/repo",
+        "git+ssh://git@github.com/org/repo.git",
+        "git://github.com/org/repo.git",
+        "https://github.com/org/repo.git",
+        "https://github.com/org/repo/",
+        "https://github.com:443/org/repo",
+        "http://github.com/org/repo.git",
+        "https://x-access-token:ghp_s3cretT0ken@github.com/org/repo.git",
+        "https://ghp_s3cretT0ken@github.com/org/repo.git?token=ghp_s3cretT0ken#ghp_s3cretT0ken",
+        "ssh://ghp_s3cretT0ken:pw@github.com/org/repo.git",
+        "ghp_s3cretT0ken@github.com:org/repo.git",
+        "  https://github.com/org/repo.git\n",
+    ],
+)
+def test_every_remote_form_gives_one_https_source_without_credentials(origin: str) -> None:
+    assert build_module.canonical_source(origin) == "https://github.com/org/repo"
+
+
+@pytest.mark.parametrize(
+    "origin,source",
+    [
+        ("https://git.example.com:8443/team/flows.git", "https://git.example.com:8443/team/flows"),
+        ("git@[2001:db8::1]:team/flows.git", "https://[2001:db8::1]/team/flows"),
+        ("ssh://git@[2001:db8::1]:2222/team/flows", "https://[2001:db8::1]/team/flows"),
+        ("git@gitlab.example.com:group/sub/flows.git", "https://gitlab.example.com/group/sub/flows"),
+    ],
+)
+def test_ports_ipv6_and_nested_groups(origin: str, source: str) -> None:
+    assert build_module.canonical_source(origin) == source
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["", "/srv/git/flows.git", "./flows", "../flows.git", "file:///srv/git/flows.git", "C:/src/flows",
+     "ftp://example.com/flows", "https://github.com/", "git@github.com:", "https://github.com:notaport/x"],
+)  # fmt: skip
+def test_local_and_unusable_origins_give_no_source(origin: str) -> None:
+    assert build_module.canonical_source(origin) == ""
+
+
+def git_checkout(dest: Path, origin: str) -> Path:
+    src = checkout(dest / "hello", mtime=1, file_mode=0o644)
+    for args in (["init", "-q"], ["remote", "add", "origin", origin]):
+        subprocess.run(["git", "-C", str(dest), *args], check=True, capture_output=True)
+    return src
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_ssh_and_https_clones_give_the_same_image(tmp_path: Path, base: Path) -> None:
+    token = "ghp_s3cretT0kenThatMustNotLeak"
+    ssh = git_checkout(tmp_path / "ssh", "git@github.com:org/flows.git")
+    https = git_checkout(tmp_path / "https", f"https://x-access-token:{token}@github.com/org/flows.git")
+    local = git_checkout(tmp_path / "local", str(tmp_path / "upstream.git"))
+    r1 = build_image(ssh, base, tmp_path / "out1", cache=tmp_path / "cache")
+    r2 = build_image(https, base, tmp_path / "out2", cache=tmp_path / "cache")
+    assert r1.digest == r2.digest
+    manifest, config = layout_manifest(tmp_path / "out2")
+    assert manifest["annotations"]["org.opencontainers.image.source"] == "https://github.com/org/flows"
+    assert config["config"]["Labels"]["org.opencontainers.image.source"] == "https://github.com/org/flows"
+    assert not any(token.encode() in p.read_bytes() for p in (tmp_path / "out2").rglob("*") if p.is_file())
+    build_image(local, base, tmp_path / "out3", cache=tmp_path / "cache")
+    assert "org.opencontainers.image.source" not in layout_manifest(tmp_path / "out3")[0]["annotations"]

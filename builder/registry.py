@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -90,31 +91,117 @@ class Credentials:
     username: str = ""
     password: str = ""
     token: str = ""  # a bearer token used as is
+    identity_token: str = ""  # an OAuth2 refresh token, exchanged at the registry's token service
 
     def __repr__(self) -> str:  # never print a secret
-        return f"Credentials(username={self.username!r}, password=***, token={'***' if self.token else ''!r})"
+        return (
+            f"Credentials(username={self.username!r}, password=***, token={'***' if self.token else ''!r}, "
+            f"identity_token={'***' if self.identity_token else ''!r})"
+        )
+
+
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # docker's key for Docker Hub in config.json and helpers
+_DOCKER_HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+_HELPER_TIMEOUT = 120.0  # seconds; a helper may unlock a keychain
+_HELPER_NOT_FOUND = "credentials not found in native keychain"  # docker-credential-helpers' own wording
+_IDENTITY_TOKEN_USER = "<token>"  # a helper's username for "the secret is an identity token"
+
+
+def docker_config_path() -> Path:
+    """`$DOCKER_CONFIG/config.json`, or `~/.docker/config.json`."""
+    directory = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+    return Path(directory) / "config.json"
 
 
 def docker_config_credentials(registry: str, config_path: Path | None = None) -> Credentials | None:
-    """Credentials for `registry` from `~/.docker/config.json` (`$DOCKER_CONFIG` honoured).
+    """Credentials for `registry` as `docker push` would find them in `~/.docker/config.json`.
 
-    Reads `auths.<host>.auth` (base64 `user:password`), `username`/`password`,
-    and `registrytoken`. Credential helpers (`credsStore`) are not run.
+    A credential helper comes first: `credHelpers[<host>]`, else `credsStore`,
+    run as `docker-credential-<name> get`. When it has nothing for the host (or
+    none is configured), `auths.<host>` is read: `identitytoken`,
+    `registrytoken`, `auth` (base64 `user:password`) or `username`/`password`.
+    `$DOCKER_CONFIG` is honoured.
     """
-    if config_path is None:
-        directory = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
-        config_path = Path(directory) / "config.json"
+    config_path = Path(config_path) if config_path is not None else docker_config_path()
     try:
-        data = json.loads(Path(config_path).read_text())
+        data = json.loads(config_path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
         raise BuildError(f"{config_path}: unreadable docker config: {err}") from None
-    auths = data.get("auths") or {}
-    for key in (registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/", f"https://{registry}/v2/"):
+    if not isinstance(data, dict):
+        raise BuildError(f"{config_path}: unreadable docker config: not a JSON object")
+    server = DOCKER_HUB_KEY if registry in _DOCKER_HUB_HOSTS else registry
+    helpers = data.get("credHelpers")
+    helper, setting = "", ""
+    if isinstance(helpers, dict) and helpers.get(server):
+        helper, setting = helpers[server], f"credHelpers.{server}"
+    elif data.get("credsStore"):
+        helper, setting = data["credsStore"], "credsStore"
+    if helper:
+        found = credential_helper_get(str(helper), server, where=f"{config_path} {setting}")
+        if found:
+            return found
+    return _auths_entry(data.get("auths") or {}, registry, server, config_path)
+
+
+def credential_helper_get(helper: str, server: str, *, where: str = "") -> Credentials | None:
+    """Run `docker-credential-<helper> get` for `server` (the docker credential-helper protocol).
+
+    The server (a registry host, or Docker Hub's URL) goes to the helper's
+    stdin; it prints `{"ServerURL", "Username", "Secret"}`. A username of
+    `<token>` marks the secret as an identity token. None when the helper has
+    nothing stored for the server. Errors name the helper and the server, never
+    what the helper printed on success.
+    """
+    program = f"docker-credential-{helper}"
+    context = f"{program} (from {where})" if where else program
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", helper):
+        raise BuildError(f"{context}: not a credential helper name")
+    try:
+        result = subprocess.run(
+            [program, "get"], input=server.encode(), capture_output=True, timeout=_HELPER_TIMEOUT, check=False
+        )
+    except FileNotFoundError:
+        raise BuildError(
+            f"{context}: not found on PATH, so there are no credentials for {server}; install the helper, "
+            "or remove it from the docker config, or pass --username with --password-stdin"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{context}: no answer for {server} within {_HELPER_TIMEOUT:.0f}s") from None
+    except OSError as err:
+        raise BuildError(f"{context}: cannot run it for {server}: {err.strerror or err}") from None
+    stdout = result.stdout.decode(errors="replace").strip()
+    stderr = result.stderr.decode(errors="replace").strip()
+    if result.returncode != 0:
+        if _HELPER_NOT_FOUND in (stdout, stderr):
+            return None
+        # On failure helpers print an error message, not credentials; still, never echo JSON.
+        said = stderr or ("" if stdout.startswith("{") else stdout)
+        said = f": {_short(said.splitlines()[0])}" if said else ""
+        raise BuildError(f"{context}: `get` for {server} failed (exit {result.returncode}){said}")
+    try:
+        answer = json.loads(stdout)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or not isinstance(answer.get("Secret", ""), str):
+        raise BuildError(f"{context}: `get` for {server} did not print credentials JSON (ServerURL, Username, Secret)")
+    username, secret = str(answer.get("Username") or ""), answer.get("Secret") or ""
+    if not secret:
+        return None
+    if username == _IDENTITY_TOKEN_USER:
+        return Credentials(identity_token=secret)
+    return Credentials(username, secret)
+
+
+def _auths_entry(auths: Mapping, registry: str, server: str, config_path: Path) -> Credentials | None:
+    keys = (server, registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/", f"https://{registry}/v2/")
+    for key in dict.fromkeys(keys):
         entry = auths.get(key)
         if not isinstance(entry, dict):
             continue
+        if entry.get("identitytoken"):
+            return Credentials(identity_token=entry["identitytoken"])
         if entry.get("registrytoken"):
             return Credentials(token=entry["registrytoken"])
         if entry.get("auth"):
@@ -148,11 +235,15 @@ class RegistryClient:
         timeout: float = 60.0,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        find_credentials: Callable[[], Credentials | None] | None = None,
     ) -> None:
+        """`find_credentials` runs when the registry first asks for credentials and
+        `credentials` is None: a registry that asks for none never starts a helper."""
         self.registry = registry
         self.scheme = "http" if insecure or is_loopback(registry) else "https"
         self.base_url = f"{self.scheme}://{registry}"
         self.credentials = credentials
+        self._find_credentials = find_credentials
         self.retries = max(1, retries)
         self.backoff = backoff
         self.timeout = timeout
@@ -204,8 +295,8 @@ class RegistryClient:
                 continue
             if response.status_code == 401:
                 raise BuildError(
-                    f"{self.registry}: refused the credentials for {scope} (401); check --username/--password "
-                    "or the registry's entry in ~/.docker/config.json"
+                    f"{self.registry}: refused the credentials for {scope} (401); check --username and "
+                    "--password-stdin, or what ~/.docker/config.json (or its credential helper) holds for it"
                 )
             if response.status_code in _RETRY_STATUSES:
                 last_problem = f"HTTP {response.status_code}"
@@ -225,20 +316,32 @@ class RegistryClient:
         if attempt < attempts:
             self._sleep(self.backoff * (2 ** (attempt - 1)))
 
+    def _credentials(self) -> Credentials | None:
+        if self.credentials is None and self._find_credentials is not None:
+            find, self._find_credentials = self._find_credentials, None
+            self.credentials = find()
+        return self.credentials
+
     def _authenticate(self, response: requests.Response, scope: str) -> None:
         challenge = response.headers.get("WWW-Authenticate", "")
         response.close()
         kind = challenge.split(" ", 1)[0].lower()
+        credentials = self._credentials()
         if kind == "basic":
-            if not self.credentials or not (self.credentials.username or self.credentials.token):
+            if not credentials or not (credentials.username or credentials.token or credentials.identity_token):
                 raise BuildError(
-                    f"{self.registry}: requires credentials (basic auth); pass --username/--password "
-                    "or log in so ~/.docker/config.json has them"
+                    f"{self.registry}: requires credentials (basic auth); pass --username with --password-stdin, "
+                    f"or `docker login {self.registry}` so ~/.docker/config.json (or its credential helper) has them"
                 )
-            if self.credentials.token:
-                self._auth["*"] = f"Bearer {self.credentials.token}"
+            if credentials.identity_token and not credentials.username:
+                raise BuildError(
+                    f"{self.registry}: asks for basic auth, but its docker credentials are an identity token, which "
+                    "only a token service accepts; pass --username with --password-stdin"
+                )
+            if credentials.token:
+                self._auth["*"] = f"Bearer {credentials.token}"
             else:
-                pair = f"{self.credentials.username}:{self.credentials.password}".encode()
+                pair = f"{credentials.username}:{credentials.password}".encode()
                 self._auth["*"] = "Basic " + base64.b64encode(pair).decode()
             return
         if kind != "bearer":
@@ -247,19 +350,25 @@ class RegistryClient:
         realm = params.get("realm")
         if not realm:
             raise BuildError(f"{self.registry}: bearer challenge without a realm: {challenge!r}")
-        query = {"service": params["service"]} if params.get("service") else {}
         scopes = [s for s in scope.split(" ") if s and s != "*"]
         if params.get("scope"):
             scopes += [s for s in params["scope"].split(" ") if s not in scopes]
-        token_url = realm + ("&" if "?" in realm else "?") + urlencode([*query.items(), *[("scope", s) for s in scopes]])
-        auth = None
-        if self.credentials and self.credentials.username:
-            auth = (self.credentials.username, self.credentials.password)
-        elif self.credentials and self.credentials.token:
-            self._auth[scope] = f"Bearer {self.credentials.token}"
+        if credentials and credentials.token and not credentials.username:
+            self._auth[scope] = f"Bearer {credentials.token}"
             return
         try:
-            token_response = self.session.get(token_url, auth=auth, timeout=self.timeout)
+            if credentials and credentials.identity_token:
+                # OAuth2 refresh-token grant, as docker does with an identity token.
+                form = {"grant_type": "refresh_token", "refresh_token": credentials.identity_token,
+                        "client_id": "pipedreamer", "scope": " ".join(scopes)}  # fmt: skip
+                if params.get("service"):
+                    form["service"] = params["service"]
+                token_response = self.session.post(realm, data=form, timeout=self.timeout)
+            else:
+                query = {"service": params["service"]} if params.get("service") else {}
+                token_url = realm + ("&" if "?" in realm else "?") + urlencode([*query.items(), *[("scope", s) for s in scopes]])
+                auth = (credentials.username, credentials.password) if credentials and credentials.username else None
+                token_response = self.session.get(token_url, auth=auth, timeout=self.timeout)
         except (requests.ConnectionError, requests.Timeout) as err:
             raise BuildError(f"{self.registry}: token endpoint {realm} unreachable: {_short(err)}") from None
         if token_response.status_code in (401, 403):
@@ -463,6 +572,8 @@ def push_image(
     Without a tag, the layout's `org.opencontainers.image.ref.name` is used.
     `mount_from` maps blob digests to repositories of the same registry that
     hold them; the cache remembers earlier pushes and pulls for the same use.
+    Without `credentials`, the docker config's (`docker_config_credentials`)
+    are used if the registry asks for any.
     """
     say = progress or (lambda _m: None)
     layout = Path(layout)
@@ -474,9 +585,10 @@ def push_image(
     tag = ref.tag or (top.get("annotations") or {}).get(REF_NAME_ANNOTATION, "")
     if not tag or not _TAG_RE.match(tag):
         raise BuildError(f"{reference}: give a tag (registry/repo:tag); the layout names none")
-    if credentials is None:
-        credentials = docker_config_credentials(ref.registry)
-    client = RegistryClient(ref.registry, credentials=credentials, insecure=insecure, retries=retries, backoff=backoff)
+    client = RegistryClient(
+        ref.registry, credentials=credentials, insecure=insecure, retries=retries, backoff=backoff,
+        find_credentials=lambda: docker_config_credentials(ref.registry),
+    )  # fmt: skip
     known = KnownBlobs(cache_dir or cache_root(), ref.registry)
 
     # Children before parents: blobs, then each image manifest, then the index.
@@ -552,6 +664,7 @@ def pull_base(
     """Pull `host/repo@sha256:…` into `cache_dir/<digest>` as an OCI layout (once) and return it.
 
     Only the platforms asked for are fetched from a multi-platform index.
+    Without `credentials`, the docker config's are used if the registry asks.
     """
     say = progress or (lambda _m: None)
     ref = parse_reference(reference)
@@ -565,9 +678,10 @@ def pull_base(
     marker = dest / "pipedreamer-platforms.json"
     if marker.exists() and set(json.loads(marker.read_text())) >= set(wanted):
         return dest
-    if credentials is None:
-        credentials = docker_config_credentials(ref.registry)
-    client = RegistryClient(ref.registry, credentials=credentials, insecure=insecure, retries=retries, backoff=backoff)
+    client = RegistryClient(
+        ref.registry, credentials=credentials, insecure=insecure, retries=retries, backoff=backoff,
+        find_credentials=lambda: docker_config_credentials(ref.registry),
+    )  # fmt: skip
     body, media_type, digest = client.get_manifest(ref.repository, ref.digest)
     if digest != ref.digest:
         raise BuildError(f"--base {reference}: the registry sent a manifest with digest {digest}")

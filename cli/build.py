@@ -8,7 +8,8 @@ import sys
 import tempfile
 
 from builder.build import build_image
-from builder.dockerfile import DOCKERFILE_NAME, render_dockerfile
+from builder.dockerfile import DOCKERFILE_NAME, dockerfile_base, render_dockerfile
+from builder.oci import DEFAULT_PYTHON_VERSION
 from builder.registry import Credentials, push_image
 from builder.wheels import runtime_lock_text
 from cli.errors import CommandError
@@ -31,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--push", action="store_true", help="push to --registry as {registry}/{name}:{version}")
     parser.add_argument("--insecure", action="store_true", help="allow plain HTTP to a non-loopback registry")
-    parser.add_argument("--username", help="registry user (default: ~/.docker/config.json)")
+    parser.add_argument(
+        "--username", help="registry user (default: ~/.docker/config.json or its credential helper)"
+    )
     parser.add_argument(
         "--password-stdin", action="store_true", help="read the registry password or token from stdin"
     )
@@ -41,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dockerfile",
         action="store_true",
-        help=f"also write {DOCKERFILE_NAME} into DIR, for people who use `docker build`",
+        help=f"also write {DOCKERFILE_NAME} into DIR, for people who use `docker build` "
+        "(with --base: that base, if pinned by digest, and its Python)",
     )
 
 
@@ -67,16 +71,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     credentials = _credentials(args)
     result: dict[str, object] = {}
 
-    if args.dockerfile:
-        spec = load_spec(directory).spec
-        target = directory / DOCKERFILE_NAME
-        text = render_dockerfile(spec, runtime_requirements=runtime_lock_text(REPO_ROOT / "requirements_lock.txt"))
-        target.write_text(text, encoding="utf-8")
-        result["dockerfile"] = str(target)
-        out.info(f"wrote {target}")
-        if not args.base:
-            out.result(result, f"wrote {target}")
-            return 0
+    if args.dockerfile and not args.base:
+        target = _write_dockerfile(directory, None, args.python_version or DEFAULT_PYTHON_VERSION)
+        out.result({"dockerfile": str(target)}, f"wrote {target}")
+        return 0
 
     platforms = [p.strip() for value in args.platform or ["linux/amd64"] for p in value.split(",") if p.strip()]
     with tempfile.TemporaryDirectory(prefix="pipedreamer-build-") as scratch:
@@ -101,6 +99,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
             for layer in built.layers
         ]
         lines.append(f"  image {built.image_size / 1e6:.1f} MB compressed (base {built.base_size / 1e6:.1f} MB)")
+        if args.dockerfile:
+            target = _write_dockerfile(directory, args.base, built.python_version)
+            result["dockerfile"] = str(target)
+            lines.append(f"wrote {target}")
         if args.push:
             pushed = push_image(layout, built.image, credentials=credentials, insecure=args.insecure, progress=out.progress)
             result["pushed"] = pushed.reference
@@ -110,3 +112,17 @@ def run(args: argparse.Namespace, out: Output) -> int:
             )
     out.result(result, "\n".join(lines))
     return 0
+
+
+def _write_dockerfile(directory: pathlib.Path, base: str | None, python_version: str) -> pathlib.Path:
+    """DIR/Dockerfile.pipedreamer on `--base` when Docker can pull it, with the base's Python."""
+    spec = load_spec(directory).spec
+    target = directory / DOCKERFILE_NAME
+    text = render_dockerfile(
+        spec,
+        base=dockerfile_base(base, python_version),
+        python_version=python_version,
+        runtime_requirements=runtime_lock_text(REPO_ROOT / "requirements_lock.txt"),
+    )
+    target.write_text(text, encoding="utf-8")
+    return target

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -26,6 +28,7 @@ from tests.registry_server import Registry, make_layout
 
 USER, PASSWORD = "bob", "builder"
 SERVICE, ISSUER = "pipedreamer-test-registry", "pipedreamer-test-issuer"
+IDENTITY_TOKEN = "identity-t0ken-for-bob"
 
 
 def b64url(data: bytes) -> str:
@@ -81,6 +84,22 @@ def token_registry(tmp_path: Path):
             self.end_headers()
             self.wfile.write(body)
 
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            # OAuth2 refresh-token grant: how a docker identity token becomes an access token.
+            length = int(self.headers.get("Content-Length", "0"))
+            form = parse_qs(self.rfile.read(length).decode())
+            issuer.requests.append(form)
+            if form.get("grant_type") != ["refresh_token"] or form.get("refresh_token") != [IDENTITY_TOKEN]:
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = json.dumps({"access_token": issuer.sign(form.get("scope", [""])[0].split())}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def log_message(self, *args: object) -> None:
             pass
 
@@ -114,3 +133,35 @@ def test_bearer_token_flow(tmp_path: Path, token_registry, monkeypatch: pytest.M
                                 "Accept": "application/vnd.oci.image.manifest.v1+json"}, timeout=10)  # fmt: skip
     assert got.status_code == 200
     assert got.headers["Docker-Content-Digest"] == result.digest
+
+
+def install_helper(bin_dir: Path, username: str, secret: str) -> None:
+    """`docker-credential-pdtest`: a stand-in for a keychain helper, answering the docker protocol."""
+    bin_dir.mkdir(exist_ok=True)
+    helper = bin_dir / "docker-credential-pdtest"
+    helper.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "server = sys.stdin.read()\n"
+        f"print(json.dumps({{'ServerURL': server, 'Username': {username!r}, 'Secret': {secret!r}}}))\n"
+    )
+    helper.chmod(0o755)
+
+
+@pytest.mark.parametrize("username,secret", [(USER, PASSWORD), ("<token>", IDENTITY_TOKEN)])
+def test_credentials_from_a_docker_credential_helper(
+    tmp_path: Path, token_registry, monkeypatch: pytest.MonkeyPatch, username: str, secret: str  # noqa: ANN001
+) -> None:
+    registry, issuer = token_registry
+    monkeypatch.setenv("PIPEDREAMER_CACHE", str(tmp_path / "cache"))
+    docker_config = tmp_path / "docker"
+    docker_config.mkdir()
+    (docker_config / "config.json").write_text(json.dumps({"credsStore": "missing-store",
+                                                           "credHelpers": {registry.host: "pdtest"}}))  # fmt: skip
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config))
+    install_helper(tmp_path / "bin", username, secret)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = push_image(make_layout(tmp_path / "image"), f"{registry.host}/secure/flow:1.0.0")
+    assert result.uploaded == 3
+    grants = [q.get("grant_type") for q in issuer.requests]
+    assert (["refresh_token"] in grants) == (username == "<token>")
