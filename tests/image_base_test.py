@@ -83,3 +83,40 @@ def test_a_deb_that_does_not_match_the_lock_is_refused(tmp_path: Path, tmp_path_
         assemble(tmp_path / "out", lock=tmp_path / "lock.json", cache=cache)
     assert not (tmp_path / "out").exists()
     assert not any(p.name.startswith(".out.") for p in tmp_path.iterdir())
+
+
+def test_the_base_is_pushed_once_and_builds_pull_it_by_digest(base: Path, tmp_path: Path, capsys,
+                                                              tmp_path_factory: pytest.TempPathFactory) -> None:  # fmt: skip
+    from builder.build import build_image
+    from deploy.base.assemble import main as assemble_main
+    from tests.registry_server import Registry
+
+    registry = Registry(tmp_path / "registry")
+    try:
+        code = assemble_main(["--out", str(tmp_path / "pushed"), "--cache", str(shared_cache(tmp_path_factory)),
+                              "--push", f"{registry.host}/pipedreamer/python-base:3.13"])  # fmt: skip
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        result = json.loads(out.out)
+        local_digest = json.loads((base / "index.json").read_text())["manifests"][0]["digest"]
+        assert result["digest"] == local_digest
+        assert result["pushed"] == f"{registry.host}/pipedreamer/python-base@{local_digest}"
+        by_tag = registry.get_manifest("pipedreamer/python-base", "3.13")
+        assert by_tag.status_code == 200 and by_tag.headers["Docker-Content-Digest"] == local_digest
+
+        # A workflow built on the pushed base, pinned by digest, is the image built on the local layout.
+        cache = shared_cache(tmp_path_factory)
+        hello = Path(__file__).resolve().parent.parent / "examples" / "hello"
+        remote = build_image(hello, result["pushed"], tmp_path / "on-remote", cache=cache)
+        local = build_image(hello, base, tmp_path / "on-local", cache=cache)
+        assert remote.digest == local.digest
+    finally:
+        registry.stop()
+
+
+def test_a_bad_push_reference_fails_before_assembling(tmp_path: Path, capsys) -> None:
+    from deploy.base.assemble import main as assemble_main
+
+    assert assemble_main(["--out", str(tmp_path / "never"), "--push", "no-registry-host"]) == 1
+    assert "expected host[:port]/repository" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()

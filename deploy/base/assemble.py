@@ -2,6 +2,12 @@
 
     python -m deploy.base.assemble --out OUT [--arch amd64 --arch arm64]
     python -m deploy.base.assemble --out OUT --arch amd64 --deb FILE...   (no network; Bazel)
+    python -m deploy.base.assemble --out OUT --arch amd64 --arch arm64 --push REGISTRY/REPO:TAG
+
+`--push` sends the base to a registry once (blobs first, manifest last;
+credentials as `docker login` left them) and prints the index digest to pin:
+`pipedreamer build --base REGISTRY/REPO@sha256:…`, or rules_oci's `oci.pull`
+in MODULE.bazel.
 
 Downloads exactly the versions in lock.json with `apt-get download` (private
 apt state), or takes the given .deb files (matched to the lock by sha256, as
@@ -43,6 +49,7 @@ from builder.oci import (
     image_index,
     image_manifest,
 )
+from builder.registry import parse_reference, push_image
 from builder.wheels import cache_root
 from deploy.base.apt_archive import ARCHITECTURES, PrivateApt
 
@@ -437,15 +444,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="use these .deb files (matched to the lock by sha256) instead of downloading")  # fmt: skip
     parser.add_argument("--cache", type=Path, help="download/scratch cache (default: $PIPEDREAMER_CACHE or ~/.cache/pipedreamer)")
     parser.add_argument("--source-date-epoch", type=int, default=None, help="default: $SOURCE_DATE_EPOCH, else 0")
+    parser.add_argument("--push", metavar="REGISTRY/REPO:TAG", help="then push the base there and print its pinned reference")
+    parser.add_argument("--insecure", action="store_true", help="with --push: plain HTTP (loopback registries always are)")
     args = parser.parse_args(argv)
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
+        if args.push:
+            parse_reference(args.push)  # a bad reference fails before minutes of assembling
         digest = assemble(args.out, architectures=args.arch or ["amd64"], lock=args.lock, cache=args.cache,
-                          source_date_epoch=args.source_date_epoch, deb_files=args.deb,
-                          progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
+                          source_date_epoch=args.source_date_epoch, deb_files=args.deb, progress=say)  # fmt: skip
+        result = {"layout": str(args.out), "digest": digest}
+        if args.push:
+            pushed = push_image(args.out, args.push, insecure=args.insecure, progress=say)
+            ref = parse_reference(pushed.reference)
+            result["pushed"] = f"{ref.registry}/{ref.repository}@{pushed.digest}"
     except BuildError as err:
         print(f"assemble: {err}", file=sys.stderr)
         return 1
-    print(json.dumps({"layout": str(args.out), "digest": digest}))
+    print(json.dumps(result))
     return 0
 
 
