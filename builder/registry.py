@@ -677,6 +677,11 @@ def pull_base(
     wanted = sorted({str(p) for p in platforms})
     marker = dest / "pipedreamer-platforms.json"
     if marker.exists() and set(json.loads(marker.read_text())) >= set(wanted):
+        # Pulled before, perhaps from another registry: this one serves the same
+        # digest, so later pushes here may mount its blobs (a mount it cannot
+        # honour falls back to an upload).
+        cached = [f"sha256:{blob.name}" for blob in (dest / "blobs" / "sha256").iterdir()]
+        KnownBlobs(known_blobs_dir or cache_root(), ref.registry).record(ref.repository, sorted(cached))
         return dest
     client = RegistryClient(
         ref.registry, credentials=credentials, insecure=insecure, retries=retries, backoff=backoff,

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from engine.compiler import CompileError
 from engine.context import Response
-from engine.executor import json_problem, node_policies
+from engine.executor import MAX_JSON_DEPTH, json_problem, node_policies, too_deep
 from engine.loader import LoadError
 from engine.runtime import Engine
 from engine.secrets import SecretsError
@@ -139,6 +139,10 @@ def load_fixture(file: Path, name: str) -> Fixture:
         raise FixtureError(f"{file}: invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise FixtureError(f"{file}: expected an object {{\"input\": …, \"expected\": …}}, got {type(data).__name__}")
+    for key in ("input", "expected"):
+        if too_deep(data.get(key)):
+            # As /run refuses such an input: no result could carry it.
+            raise FixtureError(f"{file}: {key!r} is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     fetch = data.get("fetch") or {}
     if not isinstance(fetch, dict):
         raise FixtureError(f"{file}: \"fetch\" must map \"<service> <path>\" to a JSON body")

@@ -239,4 +239,5 @@ async def test_a_value_too_deep_for_a_result_fails_only_its_fixture(tmp_path):
     fixture(tmp_path, "echo", {"input": [[1]], "expected": [[1]]})
     by_name = {r.name: r for r in (await run_workflow_fixtures(tmp_path)).results}
     assert by_name["echo"].passed
-    assert by_name["pipeline"].error == "input or output nested too deeply to carry in a result"
+    pipeline_file = tmp_path / "tests" / "fixtures" / "pipeline.json"
+    assert by_name["pipeline"].error == f"{pipeline_file}: 'input' is nested too deeply (more than 100 levels)"
