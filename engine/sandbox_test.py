@@ -223,12 +223,12 @@ def dirs(tmp_path: Path) -> dict[str, Path]:
     return out
 
 
-def guard_for(dirs: dict[str, Path], **policy_fields) -> sandbox._Guard:
+def guard_for(dirs: dict[str, Path], *, kernel_guards_files: bool = False, **policy_fields) -> sandbox._Guard:
     value = PermissionPolicy(allow_read=(str(dirs["app"]),), allow_write=(str(dirs["scratch"]),), **policy_fields)
     roots = sandbox._Roots(
         read=(str(dirs["app"]), str(dirs["scratch"])), write=(str(dirs["scratch"]),), run=(str(dirs["app"]), "/usr")
     )
-    return sandbox._Guard(value, roots, NetGuard(value.allow_net))
+    return sandbox._Guard(value, roots, NetGuard(value.allow_net), kernel_guards_files=kernel_guards_files)
 
 
 def refused(guard, event: str, args: tuple) -> str:
@@ -250,6 +250,26 @@ def test_open_read_and_write_modes(dirs):
     guard("open", (3, "r", os.O_RDONLY))  # a descriptor: nothing to check
     guard("open", (str(secret), None, os.O_PATH))  # O_PATH reads nothing
     guard("open", ("relative-to-a-dir-fd", None, os.O_RDONLY))  # os.open(dir_fd=…): Landlock decides
+
+
+def test_allowed_reads_are_remembered_only_while_landlock_guards_files(dirs):
+    link, secret = dirs["app"] / "link", dirs["outside"] / "secret"
+    link.symlink_to(dirs["app"] / "node.py")
+    remembering, strict = guard_for(dirs, kernel_guards_files=True), guard_for(dirs)
+    for guard in (remembering, strict):
+        guard("open", (str(link), "r", os.O_RDONLY))
+    link.unlink()
+    link.symlink_to(secret)  # the same name now leads outside
+    remembering("open", (str(link), "r", os.O_RDONLY))  # allowed before: Landlock answers this one
+    assert refused(strict, "open", (str(link), "r", os.O_RDONLY)) == f"read of {link} (resolves to {secret}) denied: add it to --allow-read"
+    for _ in range(2):  # denials are never remembered
+        assert refused(remembering, "open", (str(secret), "r", os.O_RDONLY)).startswith(f"read of {secret} denied")
+    assert str(secret) not in remembering.allowed_reads and strict.allowed_reads is None
+    remembering.READ_MEMORY = 2
+    for name in ("a", "b", "c"):
+        (dirs["app"] / name).write_text(name)
+        remembering("open", (str(dirs["app"] / name), "r", os.O_RDONLY))
+    assert len(remembering.allowed_reads) <= 2  # bounded
 
 
 def test_relative_paths_use_the_cwd_and_dir_fds(dirs, monkeypatch: pytest.MonkeyPatch):
