@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -160,9 +161,31 @@ def wheels_layer_from_lock(
     """Install the lock's runtime wheels as `pipedreamer build` does, then write the layer."""
     ensure_pip()
     with tempfile.TemporaryDirectory(prefix="pipedreamer-wheels-") as tmp:
+        ensure_deflate(Path(lock), Path(tmp) / "deflate")
         site, _ = wheels.install_wheels(Path(lock), python_version, parse_platform(platform), cache=Path(tmp),
                                         progress=lambda message: print(message, file=sys.stderr))  # fmt: skip
         return wheels_layer_from_site_packages(site, out, source_date_epoch)
+
+
+def ensure_deflate(lock: Path, target: Path) -> None:
+    """Make `import deflate` (the layers' compressor) work at fetch time, where no @pip
+    repository exists: pip installs the lock's pinned `deflate` wheel, hash-checked,
+    for this interpreter into `target`."""
+    if importlib.util.find_spec("deflate") is not None:
+        return
+    _, requirements = wheels.parse_lock(lock)
+    pinned = next((r for r in requirements if r.name == "deflate"), None)
+    if pinned is None:
+        raise BuildError(f"{lock}: no deflate==… line; layers are compressed with it (add it and re-lock)")
+    requirement = target.parent / "deflate-requirement.txt"
+    requirement.write_text(f"deflate=={pinned.version} " + " ".join(f"--hash={h}" for h in pinned.hashes) + "\n")
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
+               "--no-deps", "--only-binary=:all:", "--require-hashes", "--target", str(target), "-r", str(requirement)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BuildError(f"cannot install deflate=={pinned.version} for layer compression:\n{result.stderr.strip()[-1500:]}")
+    sys.path.insert(0, str(target))
+    importlib.invalidate_caches()
 
 
 def ensure_pip() -> None:

@@ -359,3 +359,26 @@ def test_settings_rules_oci_cannot_carry_are_refused() -> None:
         layer_tool.oci_files(dataclasses.replace(settings, env={"PATH": "$PATH:/x"}), info)
     with pytest.raises(BuildError, match="not a valid image repository name"):
         layer_tool.oci_files(settings, dataclasses.replace(info, name="Hello World"))
+
+
+def test_at_fetch_time_a_bare_interpreter_gets_the_locked_compressor(tmp_path: Path) -> None:
+    # Bazel's wheels repository rule runs layer_tool with the hermetic Python and
+    # no @pip packages: it must install the lock's deflate (hash-checked) and
+    # compress exactly as the venv does.
+    bare = Path(sys.base_prefix) / "bin" / "python3"
+    probe = subprocess.run([str(bare), "-I", "-c", "import deflate"], capture_output=True)
+    assert probe.returncode != 0, f"{bare} already has deflate: this test needs an interpreter without it"
+    repo = Path(__file__).resolve().parent.parent
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from pathlib import Path;"
+        "from builder.layer_tool import ensure_pip, ensure_deflate;"
+        "ensure_pip(); ensure_deflate(Path(sys.argv[1]) / 'requirements_lock.txt', Path(sys.argv[2]) / 'deflate');"
+        "from builder.layers import gzip_bytes; print(gzip_bytes(b'pipedreamer ' * 5000).hex())"
+    )
+    result = subprocess.run([str(bare), "-I", "-c", script, str(repo), str(tmp_path)], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    from builder.layers import gzip_bytes
+
+    assert result.stdout.strip() == gzip_bytes(b"pipedreamer " * 5000).hex()

@@ -4,12 +4,16 @@ Entries are sorted, owned by 0:0 with empty owner names, stamped with one
 mtime (`SOURCE_DATE_EPOCH`, else 0), with modes normalised to 0755/0644, and
 gzip-compressed without a timestamp or file name. Nothing of the host (paths,
 users, umask, file times) reaches the tar.
+
+Compression is libdeflate's (the `deflate` wheel, pinned by hash in the lock),
+not the interpreter's zlib: zlib builds differ (Fedora's zlib-ng, say) and so
+would the compressed bytes and every digest. A golden digest in
+layers_test.py holds this on each machine the tests run on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import io
 import json
@@ -26,6 +30,8 @@ LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 # Fixed so that the compressed bytes (and so the digest) do not depend on a default.
 GZIP_LEVEL = 6
+# What the layer cache's fingerprint says about the compressor: a new one, a new key.
+COMPRESSOR = "libdeflate-deflate==0.9.0"
 
 # Never put in a layer: byte-code caches (rebuilt by the interpreter, vary by
 # host) and version-control / editor droppings.
@@ -261,11 +267,16 @@ def write_layer(
     except OSError as err:
         raise BuildError(f"{out_path}: cannot write the layer: {err.strerror}") from None
     try:
+        # libdeflate compresses whole buffers: the tar is made in memory (the
+        # largest layer, the wheels, is tens of MB).
+        with io.BytesIO() as tar:
+            uncompressed = _HashingWriter(tar)
+            _write_tar(ordered, mtime, uncompressed)
+            with tar.getbuffer() as view:
+                data = gzip_bytes(view)
         with os.fdopen(fd, "wb") as raw:
             compressed = _HashingWriter(raw)
-            with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=GZIP_LEVEL) as gz:
-                uncompressed = _HashingWriter(gz)
-                _write_tar(ordered, mtime, uncompressed)
+            compressed.write(data)
             raw.flush()
             os.fsync(raw.fileno())
         os.chmod(tmp_name, 0o644)
@@ -284,9 +295,21 @@ def write_layer(
     )
 
 
+def gzip_bytes(data: bytes | memoryview) -> bytes:
+    """`data` as gzip (no name, mtime 0) by libdeflate at GZIP_LEVEL: the same bytes on every machine."""
+    try:
+        import deflate
+    except ImportError:
+        raise BuildError(
+            "the `deflate` package (libdeflate) is missing: layers are compressed with it so that "
+            "digests do not depend on this machine's zlib; install requirements_lock.txt"
+        ) from None
+    return deflate.gzip_compress(data, GZIP_LEVEL)
+
+
 def entries_fingerprint(entries: Iterable[LayerEntry], source_date_epoch: int | None = None) -> str:
     """A content hash of what `write_layer` would write: the key for reusing a layer."""
-    h = hashlib.sha256(f"layer-v1 gzip{GZIP_LEVEL} mtime={resolve_mtime(source_date_epoch)}\n".encode())
+    h = hashlib.sha256(f"layer-v2 {COMPRESSOR} level {GZIP_LEVEL} mtime={resolve_mtime(source_date_epoch)}\n".encode())
     for entry in with_parents(entries):
         mode = entry.mode if entry.mode is not None else -1
         h.update(f"{entry.kind}\0{entry.path}\0{entry.link_target}\0{int(entry.executable)}\0{mode}\0".encode())

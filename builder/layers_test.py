@@ -236,3 +236,24 @@ def test_cache_reuses_identical_content_and_rejects_corruption(tmp_path: Path) -
     assert cached_layer(cache, key) is None
     rebuilt, cached = write_layer_cached(entries_from_dir(src, "app"), cache)
     assert not cached and rebuilt.digest == changed.digest
+
+
+def test_golden_layer_digest_is_the_same_on_every_machine(tmp_path: Path) -> None:
+    # Fixed entries must give these exact bytes wherever the tests run (Python
+    # 3.11 here, 3.13 under Bazel and in the image; any zlib): a change means
+    # every image digest changed, so it must be deliberate.
+    import hashlib
+
+    text = b"".join(hashlib.sha256(str(i).encode()).hexdigest().encode() + b" line %d\n" % i for i in range(5000))
+    entries = [
+        LayerEntry("app/workflow.yaml", "file", data=b"name: golden\nversion: 1.0.0\n"),
+        LayerEntry("app/nodes/a.py", "file", data=b"async def run(ctx, input):\n    return input\n"),
+        LayerEntry("app/data.txt", "file", data=text),
+        LayerEntry("app/bin/tool", "file", data=b"#!/usr/bin/env python3\n", executable=True),
+        LayerEntry("app/link", "symlink", link_target="data.txt"),
+        LayerEntry("tmp", "dir", mode=0o1777),
+    ]
+    layer = write_layer(entries, tmp_path / "golden.tar.gz", source_date_epoch=0)
+    assert layer.diff_id == "sha256:7423c06f74b6a47aa36e886caa4a681c98c599c36a3f0cf35754590e2a0aaf4c"  # the tar
+    assert layer.digest == "sha256:61a2ea9f3171f8989d192e4e4f66eb2984a046654f980d1d5acef794cd4064ee"  # its gzip
+    assert gzip.decompress((tmp_path / "golden.tar.gz").read_bytes())[:9] == b"app/\x00\x00\x00\x00\x00"

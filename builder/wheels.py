@@ -39,6 +39,7 @@ _TEST_ONLY = {
     "sortedcontainers": "hypothesis's containers",
 }
 _BUILD_ONLY = {
+    "deflate": "compresses layers on the build machine (libdeflate: the same bytes on every machine)",
     "grpcio-tools": "generates the _pb2 stubs at build time; the image runs them with protobuf + grpcio",
     "setuptools": "grpcio-tools' build dependency",
 }
