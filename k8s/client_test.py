@@ -148,30 +148,31 @@ def test_refused_connection_fails_fast(tmp_path):
     assert f"cannot reach the Kubernetes API server at https://127.0.0.1:{port}: connection refused" in str(info.value)
 
 
-def test_silent_server_times_out_within_the_request_timeout(tmp_path):
+@pytest.fixture
+def silent_port():
+    """A loopback port that accepts connections and never says a word."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
-        port = listener.getsockname()[1]
-        cluster = connect(kubeconfig(tmp_path, server=f"https://127.0.0.1:{port}"), namespace="ns", request_timeout=1.5)
-        started = time.monotonic()
-        with pytest.raises(ClusterError) as info:
-            cluster.get(kinds.DEPLOYMENT, "wf")
-        elapsed = time.monotonic() - started
+        yield listener.getsockname()[1]
+
+
+def test_silent_server_times_out_within_the_request_timeout(tmp_path, silent_port):
+    cluster = connect(kubeconfig(tmp_path, server=f"https://127.0.0.1:{silent_port}"), namespace="ns", request_timeout=1.5)
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as info:
+        cluster.get(kinds.DEPLOYMENT, "wf")
+    elapsed = time.monotonic() - started
     assert elapsed < 8, elapsed
     assert info.value.reason in ("timeout", "unreachable")
 
 
-def test_silent_tls_endpoint_is_not_mistaken_for_a_slow_answer(tmp_path):
+def test_silent_tls_endpoint_is_not_mistaken_for_a_slow_answer(tmp_path, silent_port):
     # Accepts the connection, never answers the TLS handshake: urllib3 calls
     # that a read timeout; `run --timeout 60s` must not say the run took too long.
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        port = listener.getsockname()[1]
-        cluster = connect(kubeconfig(tmp_path, server=f"https://127.0.0.1:{port}"), namespace="ns", request_timeout=60)
-        with pytest.raises(ClusterError) as info:
-            cluster.open("POST", "/api/v1/namespaces/ns/services/wf:8080/proxy/run", body={}, timeout=60)
+    cluster = connect(kubeconfig(tmp_path, server=f"https://127.0.0.1:{silent_port}"), namespace="ns", request_timeout=60)
+    with pytest.raises(ClusterError) as info:
+        cluster.open("POST", "/api/v1/namespaces/ns/services/wf:8080/proxy/run", body={}, timeout=60)
     assert info.value.reason == "unreachable"
     assert "no TLS handshake or answer within 5s of connecting" in str(info.value)
     assert "within 60s" not in str(info.value)
