@@ -139,6 +139,7 @@ class Redactor:
         values = sorted({v for v in values if v}, key=lambda s: (-len(s), s))
         # Longest first, so a secret containing another is replaced whole.
         self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+        self._values = frozenset(values)  # a number equal to a secret (`pin: 1234`) is one too
 
     @classmethod
     def for_secrets(cls, secrets: Mapping[str, Any]) -> "Redactor":
@@ -165,4 +166,6 @@ class Redactor:
             return {self._value(k) if isinstance(k, str) else k: self._value(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self._value(v) for v in value]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in self._values:
+            return REDACTED
         return value

@@ -105,6 +105,14 @@ def test_redactor_replaces_every_occurrence_in_text_and_values():
     assert value["ok"] == "fine" and "sekret" in value  # the original is untouched
 
 
+def test_a_number_equal_to_a_secret_is_redacted_in_values():
+    redactor = Redactor.for_secrets({"door": {"pin": 4821}, "rate": 0.25})
+    assert redactor.value({"pin": 4821, "other": 4822, "rate": 0.25, "flag": True, "n": [4821]}) == {
+        "pin": REDACTED, "other": 4822, "rate": REDACTED, "flag": True, "n": [REDACTED],
+    }  # fmt: skip
+    assert redactor.text("pin 4821") == f"pin {REDACTED}"
+
+
 def test_empty_redactor_is_a_no_op():
     redactor = Redactor.for_secrets({})
     assert not redactor
