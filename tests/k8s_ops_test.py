@@ -317,3 +317,53 @@ def test_run_goes_through_the_service_proxy_to_the_engine(kube, admin, ns, tmp_p
 def test_run_of_a_workflow_that_is_not_deployed(kube, ns):
     result = cli("run", "ghost", "-n", ns, kubeconfig=kube.kubeconfig)
     assert result.code == 1 and "workflow 'ghost' is not deployed" in result.err
+
+
+# ------------------------------------------------------------- in-cluster
+
+
+def test_in_cluster_config_from_a_pods_service_account(kube, admin, ns, tmp_path, monkeypatch):
+    """No kubeconfig at all: the CLI inside a pod uses its ServiceAccount token, CA and namespace."""
+    from kubernetes.config import incluster_config
+
+    import k8s.client as k8s_client
+
+    deploy(kube, ns, make_workflow(tmp_path, "inside"))
+    sa = kinds.Kind("ServiceAccount", "v1", "serviceaccounts")
+    role = kinds.Kind("Role", "rbac.authorization.k8s.io/v1", "roles")
+    binding = kinds.Kind("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings")
+    admin.create(sa, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "pd-cli"}}, ns)
+    admin.create(role, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "pd-read"},
+                        "rules": [{"apiGroups": ["apps", "batch", ""], "verbs": ["get", "list"],
+                                   "resources": ["deployments", "cronjobs", "services", "secrets", "pods", "events"]}]},
+                 ns)  # fmt: skip
+    admin.create(binding, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "pd-read"},
+                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pd-read"},
+                           "subjects": [{"kind": "ServiceAccount", "name": "pd-cli", "namespace": ns}]},
+                 ns)  # fmt: skip
+    issued = admin.request(
+        "POST", f"/api/v1/namespaces/{ns}/serviceaccounts/pd-cli/token", verb="create", resource="serviceaccounts/token",
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}},
+    )  # fmt: skip
+    mount = tmp_path / "serviceaccount"  # what the kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount
+    mount.mkdir()
+    (mount / "token").write_text(issued["status"]["token"])
+    (mount / "ca.crt").write_bytes(pathlib.Path(kube.ca_file).read_bytes())
+    (mount / "namespace").write_text(ns)
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(mount / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(mount / "ca.crt"))
+    monkeypatch.setattr(k8s_client, "IN_CLUSTER_NAMESPACE_FILE", str(mount / "namespace"))
+    host, port = kube.server.removeprefix("https://").rsplit(":", 1)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config either
+
+    listed = cli("list", "-o", "json")  # no --kubeconfig, no -n: the pod's namespace
+    assert listed.code == 0, listed.err
+    assert [w["name"] for w in listed.json()["workflows"]] == ["inside"]
+    status = cli("status", "inside")
+    assert status.code == 0 and status.out.startswith(f"inside 1.0.0 in namespace {ns}"), status.err
+    refused = cli("undeploy", "inside", "--yes")  # the Role only reads
+    assert refused.code == 1 and "forbidden" in refused.err and f"system:serviceaccount:{ns}:pd-cli" in refused.err
+    assert "Traceback" not in refused.err
