@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 import time
 import types
@@ -153,6 +154,30 @@ def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
+
+
+def parse_input(data: bytes) -> Any:
+    """A run's input from a request body or message payload: empty means `{}`.
+
+    Raises ValueError naming what is wrong: not UTF-8, not JSON (`NaN` and
+    `Infinity` included), or nested more than MAX_JSON_DEPTH levels.
+    """
+    if not data.strip():
+        return {}
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        # The decoder recurses per nesting level: too deep is bad input, not an engine fault.
+        raise ValueError("nested too deeply") from None
+    if too_deep(value):
+        raise ValueError(f"nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def json_problem(value: Any, path: str = "output", depth: int = 0) -> str | None:

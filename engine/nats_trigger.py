@@ -12,14 +12,13 @@ messages already delivered to this replica still run and get their reply.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from engine.admission import RunGate, RunRejected
-from engine.executor import MAX_JSON_DEPTH, too_deep
+from engine.executor import parse_input
 from engine.result_json import result_to_json
 from engine.spec import config_to_dict
 from proto.pipedreamer.v1 import execution_pb2, workflow_pb2
@@ -104,23 +103,8 @@ def _only_over_tls(client: Any, token: str, display: str) -> Callable[[], str]:
 
 
 def parse_payload(data: bytes) -> Any:
-    """A message payload as the run's input: empty means `{}`; raises ValueError for bad JSON."""
-    if not data.strip():
-        return {}
-    try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except RecursionError:
-        # The decoder recurses per nesting level: too deep is bad input, not an engine fault.
-        raise ValueError("nested too deeply") from None
-    if too_deep(value):
-        raise ValueError(f"nested too deeply (more than {MAX_JSON_DEPTH} levels)")
-    return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    """A message payload as the run's input, parsed as /run parses a body (`{}` when empty)."""
+    return parse_input(data)
 
 
 class QueueTriggers:

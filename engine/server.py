@@ -21,7 +21,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from engine.admission import AtCapacity, Draining, RunGate
-from engine.executor import MAX_JSON_DEPTH, too_deep
+from engine.executor import parse_input
 from engine.result_json import result_to_json
 from engine.serve_options import HttpOptions
 from proto.pipedreamer.v1 import execution_pb2
@@ -41,10 +41,6 @@ class _BodyError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _error(status: int, message: str, *, close: bool = False, headers: dict[str, str] | None = None) -> web.Response:
@@ -81,7 +77,7 @@ class HttpFrontend:
             gate.metrics.rejected("bad_body")
             return _error(exc.status, str(exc), close=True)
         try:
-            payload = self._parse(body)
+            payload = parse_input(body)
         except ValueError as exc:
             gate.metrics.rejected("bad_json")
             return _error(400, f"invalid JSON body: {exc}")
@@ -120,23 +116,6 @@ class HttpFrontend:
         except TimeoutError:
             raise _BodyError(408, f"request body not received within {self.options.body_timeout:g} s") from None
         return b"".join(chunks)
-
-    @staticmethod
-    def _parse(body: bytes) -> Any:
-        if not body.strip():
-            return {}
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-        try:
-            value = json.loads(text, parse_constant=_reject_constant)
-        except RecursionError:
-            # The decoder recurses per nesting level: too deep is bad input, not an engine fault.
-            raise ValueError("nested too deeply") from None
-        if too_deep(value):
-            raise ValueError(f"nested too deeply (more than {MAX_JSON_DEPTH} levels)")
-        return value
 
     async def healthz(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = {"status": "ok"}
