@@ -26,16 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def dev_permission_args(args: argparse.Namespace, directory: Path) -> argparse.Namespace:
     """The image's policy for DIR unless the user gave `--allow-*` flags of their own."""
-    probe = argparse.ArgumentParser(add_help=False)
-    sandbox.add_permission_flags(probe)
-    untouched = vars(probe.parse_args([]))
-    if any(getattr(args, key, value) != value for key, value in untouched.items()):
-        return args
-    defaults = probe.parse_args([f"--allow-read={directory}", "--allow-write=/tmp", "--allow-net"])
-    merged = argparse.Namespace(**vars(args))
-    for key in untouched:
-        setattr(merged, key, getattr(defaults, key))
-    return merged
+    return sandbox.with_default_flags(args, [f"--allow-read={directory}", "--allow-write=/tmp", "--allow-net"])
 
 
 def run(args: argparse.Namespace, out: Output) -> int:

@@ -22,9 +22,11 @@ import errno
 import functools
 import logging
 import os
+import posix
 import shutil
 import site
 import socket
+import stat
 import sys
 import sysconfig
 import threading
@@ -44,6 +46,7 @@ __all__ = [
     "apply_policy",
     "current_report",
     "policy_from_args",
+    "with_default_flags",
 ]
 
 log = logging.getLogger("pipedreamer.sandbox")
@@ -199,6 +202,21 @@ def _require_equals(parser: argparse.ArgumentParser) -> None:
     parser._pipedreamer_require_equals = True  # type: ignore[attr-defined]
 
 
+def with_default_flags(args: argparse.Namespace, flags: Sequence[str]) -> argparse.Namespace:
+    """`args` with `flags` (e.g. `["--allow-write=/tmp"]`) as its permission flags when the user
+    gave none of their own; any `--allow-*` flag replaces these defaults as a whole."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_permission_flags(probe)
+    untouched = vars(probe.parse_args([]))
+    if any(getattr(args, key, value) != value for key, value in untouched.items()):
+        return args
+    defaults = probe.parse_args(list(flags))
+    merged = argparse.Namespace(**vars(args))
+    for key in untouched:
+        setattr(merged, key, getattr(defaults, key))
+    return merged
+
+
 def policy_from_args(ns: argparse.Namespace) -> PermissionPolicy:
     """The policy the flags of `add_permission_flags` describe; ValueError on a bad --allow-net entry."""
 
@@ -300,8 +318,22 @@ def _real(path: str) -> str:
     return os.path.realpath(os.path.abspath(path))
 
 
+# The engine's own packages, beside this one; fixed when this module is imported
+# (before any node code), never looked up in sys.modules.
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENGINE_PACKAGES: tuple[str, ...] = ("engine", "proto")
+# sys.path entries that hold installed packages (a venv's or an image's site-packages,
+# Bazel's per-wheel runfiles directories, zipped stdlib).
+_PACKAGE_DIR_SUFFIXES = (".zip", "site-packages", "dist-packages", "lib-dynload")
+
+
 def interpreter_read_paths() -> tuple[str, ...]:
-    """Python's own files: stdlib, lib-dynload, site-packages, and every top-level package already imported."""
+    """Python's own files, from an explicit list: the stdlib (with lib-dynload), the
+    site-packages of the interpreter and its virtualenv, and the engine's own packages.
+
+    Never taken from `sys.modules` (a module object can claim any `__path__`): what
+    the lock lets the process read does not depend on what code imported before it.
+    """
     paths: set[str] = set()
     for scheme_vars in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
         values = sysconfig.get_paths(vars=scheme_vars or None)
@@ -312,24 +344,8 @@ def interpreter_read_paths() -> tuple[str, ...]:
         paths.update(site.getsitepackages())
     except AttributeError:  # some embedded interpreters lack it
         pass
-    for entry in sys.path:
-        if entry and (entry.endswith((".zip", "site-packages", "dist-packages", "lib-dynload"))):
-            paths.add(entry)
-    # The engine's own source and any first-party package it imported: lazy
-    # imports inside them keep working (e.g. engine/, proto/).
-    for name, module in list(sys.modules.items()):
-        if "." in name or module is None:
-            continue
-        package_path = getattr(module, "__path__", None)
-        if package_path is not None:
-            try:
-                paths.update(str(p) for p in package_path)
-            except TypeError:
-                pass
-            continue
-        file = getattr(module, "__file__", None)
-        if isinstance(file, str):
-            paths.add(file)
+    paths.update(entry for entry in sys.path if entry and entry.endswith(_PACKAGE_DIR_SUFFIXES))
+    paths.update(os.path.join(_SOURCE_ROOT, package) for package in ENGINE_PACKAGES)
     return tuple(sorted(p for p in paths if os.path.exists(p)))
 
 
@@ -410,7 +426,7 @@ def _realpath(path: str) -> str:
     if not _O_PATH:
         return os.path.realpath(path)
     try:
-        fd = os.open(path, _O_PATH | os.O_CLOEXEC)
+        fd = _os_open(path, _O_PATH | os.O_CLOEXEC)
     except (OSError, ValueError):
         return os.path.realpath(path)
     try:
@@ -428,13 +444,14 @@ def _realpath(path: str) -> str:
 
 
 class PermissionDenied(PermissionError):
-    """An action outside the policy; the message names the flag that would allow it.
+    """An action outside the policy; the message names the flag that would allow it
+    (`flag` is empty for the few actions no flag allows).
 
     errno is EACCES and strerror the message, so wrappers that quote strerror
     (aiohttp's ClientConnectorError) still show it; str() is the message alone.
     """
 
-    def __init__(self, message: str, flag: str):
+    def __init__(self, message: str, flag: str = ""):
         super().__init__(message)
         self.errno = errno.EACCES
         self.strerror = message
@@ -454,6 +471,16 @@ _PROCESS_SYMBOLS = frozenset({
 })  # fmt: skip
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _O_PATH = getattr(os, "O_PATH", 0)
+_os_open = os.open  # the real one: the lock may wrap os.open (see _Guard.guarded_os_open)
+# Modules that create subinterpreters: a subinterpreter has no audit hook of ours.
+_SUBINTERPRETER_MODULES = frozenset({"_xxsubinterpreters", "_interpreters", "interpreters", "concurrent.interpreters"})
+_SUBINTERPRETERS_DENIED = "subinterpreters are denied: they would run without the permission lock's checks"
+# socket(2) kinds Landlock's TCP rules do not see (seccomp refuses them too; see engine.seccomp).
+_RAW_TYPES = {getattr(socket, n): name for n, name in (("SOCK_RAW", "raw"), ("SOCK_PACKET", "packet"), ("SOCK_SEQPACKET", "seqpacket (SCTP)")) if hasattr(socket, n)}
+_OTHER_PROTOCOLS = {262: "MPTCP", 132: "SCTP", 1: "ICMP", 58: "ICMPv6"}
+_INET = (socket.AF_INET, socket.AF_INET6)
+_SOCKET_FAMILIES = {socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_NETLINK", -1)}
+_NO_DIR_FD = object()  # os.open called other than through the guard's wrapper: directory unknown
 
 
 class _Guard:
@@ -464,6 +491,7 @@ class _Guard:
 
     def __init__(self, policy: PermissionPolicy, roots: _Roots, net: NetGuard, *, kernel_guards_files: bool = False):
         self.policy = policy
+        self.kernel_guards_files = kernel_guards_files
         # With Landlock enforcing files, this hook only words the refusal; so an
         # absolute path it once allowed to be read is allowed again without
         # resolving it (~5 µs per open). Should a symlink on the way change, the
@@ -492,6 +520,9 @@ class _Guard:
             "os.utime": lambda a: self._write(a[0], a[3]),
             "os.setxattr": lambda a: self._write(a[0], None),
             "os.removexattr": lambda a: self._write(a[0], None),
+            "socket.__new__": self._new_socket,
+            "import": self._import,
+            "cpython.PyInterpreterState_New": self._subinterpreter,
             "socket.getaddrinfo": lambda a: self._net(self.net.deny_lookup(a[0], a[1])),
             "socket.gethostbyname": lambda a: self._net(self.net.deny_lookup(a[0])),
             "socket.connect": self._connect,
@@ -551,12 +582,39 @@ class _Guard:
         path, mode, flags = args
         if isinstance(flags, int) and flags & _O_PATH:
             return
+        dir_fd = None
         if mode is None and isinstance(path, (str, bytes)) and not os.path.isabs(os.fsdecode(path)):
-            return  # os.open relative to a dir_fd the event does not carry: Landlock decides
+            # os.open of a relative path: the event does not carry its dir_fd.
+            if self.kernel_guards_files:
+                return  # Landlock judges the file the kernel really opens
+            dir_fd = getattr(self.local, "open_dir_fd", _NO_DIR_FD)
+            if dir_fd is _NO_DIR_FD:
+                raise PermissionDenied(
+                    f"os.open of relative path {os.fsdecode(path)!r} denied: without Landlock its directory "
+                    "cannot be checked; open it by absolute path",
+                    "--allow-write" if isinstance(flags, int) and flags & _WRITE_FLAGS else "--allow-read",
+                )
         if isinstance(flags, int) and flags & _WRITE_FLAGS:
-            self._write(path, None)
+            self._write(path, dir_fd)
         else:
-            self._read(path, None)
+            self._read(path, dir_fd)
+
+    def guarded_os_open(self, original: Callable[..., int]) -> Callable[..., int]:
+        """os.open that tells the hook its dir_fd (the audit event leaves it out); installed when
+        Landlock is inactive, so that relative opens (shutil.rmtree, os.fwalk) are judged by
+        the file they really open instead of being refused."""
+        local = self.local
+
+        @functools.wraps(original)
+        def open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+            previous = getattr(local, "open_dir_fd", _NO_DIR_FD)
+            local.open_dir_fd = dir_fd
+            try:
+                return original(path, flags, mode, dir_fd=dir_fd)
+            finally:
+                local.open_dir_fd = previous
+
+        return open
 
     def _listdir(self, args: tuple) -> None:
         self._read("." if args[0] is None else args[0], None)
@@ -627,7 +685,30 @@ class _Guard:
             return
         raise PermissionDenied(f"signalling process {target} is denied: add --allow-run", "--allow-run")
 
+    def _import(self, args: tuple) -> None:
+        if args[0] in _SUBINTERPRETER_MODULES:
+            raise PermissionDenied(f"import of {args[0]} denied: {_SUBINTERPRETERS_DENIED}")
+
+    def _subinterpreter(self, args: tuple) -> None:
+        raise PermissionDenied(_SUBINTERPRETERS_DENIED)
+
     # network
+
+    def _new_socket(self, args: tuple) -> None:
+        """socket.socket(): the kinds seccomp refuses, refused first with a message."""
+        if self.net.allow_all:
+            return
+        family, kind, protocol = args[1], args[2], args[3]
+        if family not in _SOCKET_FAMILIES:
+            raise PermissionDenied(f"sockets of address family {family} are denied: add --allow-net (every host)", "--allow-net")
+        if family not in _INET:
+            return
+        kind = kind & 0xF if isinstance(kind, int) else kind
+        what = _RAW_TYPES.get(kind) or _OTHER_PROTOCOLS.get(protocol)
+        if what is not None:
+            raise PermissionDenied(f"{what} sockets are denied: add --allow-net (every host)", "--allow-net")
+        if kind == socket.SOCK_DGRAM and self.net.denied_all:
+            raise PermissionDenied("UDP sockets are denied: add --allow-net", "--allow-net")
 
     def _connect(self, args: tuple) -> None:
         sock, address = args[0], args[1]
@@ -701,6 +782,11 @@ def apply_policy(policy: PermissionPolicy, *, extra_read: Iterable[str] = ()) ->
         disabled, warnings = disabled_layers()
         net = NetGuard(policy.allow_net)
         roots = _effective_roots(policy, extra_read)
+        closed = _close_descriptors_outside(roots)
+        if closed:
+            warnings.append(
+                f"closed {len(closed)} descriptor(s) opened before the lock on files outside the policy: {', '.join(closed)}"
+            )
         if "seccomp" not in disabled:
             _preload_seccomp()  # before Landlock: finding the library reads outside the policy
         landlock_layer = _apply_landlock(policy, net, roots, disabled, warnings)
@@ -725,6 +811,31 @@ def apply_policy(policy: PermissionPolicy, *, extra_read: Iterable[str] = ()) ->
         log.info("%s", report.summary())
         _report = report
         return report
+
+
+def _close_descriptors_outside(roots: _Roots) -> list[str]:
+    """Closes descriptors (past stdin/stdout/stderr) of files and directories the policy would
+    not let the process open: nothing opened before the lock reaches node code through them."""
+    readable, writable = _RootSet(roots.read), _RootSet(roots.write)
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    closed = []
+    for name in names:
+        fd = int(name)
+        if fd <= 2:
+            continue
+        try:
+            kind = os.fstat(fd).st_mode
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the listing's own descriptor, gone by now
+        if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)) or readable.covers(target) or writable.covers(target):
+            continue
+        os.close(fd)
+        closed.append(f"{fd} ({target})")
+    return closed
 
 
 def _preload_seccomp() -> None:
@@ -782,18 +893,30 @@ def _apply_seccomp(policy: PermissionPolicy, disabled: frozenset[str]) -> LayerS
     if "seccomp" in disabled:
         return LayerStatus("seccomp", False, f"disabled by {DISABLE_ENV}")
     try:
-        result = seccomp_filter.install_filter(allow_exec=policy.allow_run)
+        result = seccomp_filter.install_filter(allow_exec=policy.allow_run, sockets=_socket_mode(policy))
     except seccomp_filter.SeccompUnavailable as exc:
         return LayerStatus("seccomp", False, str(exc))
     except OSError as exc:
         return LayerStatus("seccomp", False, f"could not be applied: {exc}")
     run = "execve allowed (--allow-run)" if result.exec_allowed else "execve/execveat denied"
+    sockets = {
+        "all": "every socket kind (--allow-net for all hosts)",
+        "tcp+udp": "sockets: TCP, UDP, unix and netlink only",
+        "tcp": "sockets: TCP, unix and netlink only",
+    }[result.sockets]
     return LayerStatus(
         "seccomp",
         True,
-        f"{run}; {len(result.denied)} syscalls answer EPERM, {', '.join(result.enosys) or 'none'} ENOSYS; "
+        f"{run}; {sockets}; {len(result.denied)} syscalls answer EPERM, {', '.join(result.enosys) or 'none'} ENOSYS; "
         f"other architectures ENOSYS; all threads (TSYNC)",
     )
+
+
+def _socket_mode(policy: PermissionPolicy) -> str:
+    """What seccomp leaves of socket(2): Landlock's network rules see TCP only."""
+    if policy.allow_net == ():
+        return "all"
+    return "tcp" if policy.allow_net is None else "tcp+udp"
 
 
 def _apply_audit_hook(
@@ -802,7 +925,11 @@ def _apply_audit_hook(
     if "audit_hook" in disabled:
         return LayerStatus("audit_hook", False, f"disabled by {DISABLE_ENV}")
     _wrap_getaddrinfo(net)
-    sys.addaudithook(_Guard(policy, roots, net, kernel_guards_files=kernel_guards_files))
+    guard = _Guard(policy, roots, net, kernel_guards_files=kernel_guards_files)
+    sys.addaudithook(guard)
+    if not kernel_guards_files:
+        # os and posix share the function; both names get the wrapper.
+        os.open = posix.open = guard.guarded_os_open(_os_open)
     return LayerStatus(
         "audit_hook",
         True,

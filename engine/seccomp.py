@@ -15,6 +15,7 @@ import errno
 import platform
 import sys
 import types
+from typing import Any
 
 # Always refused with EPERM: debugging other processes, mounts and namespaces,
 # eBPF, the kernel keyring, kernel modules and kexec, swap, reboot, clock and
@@ -51,6 +52,19 @@ CLONE_NAMESPACE_FLAGS = {
 # Architectures where clone's flags are its first argument (s390 swaps the first two).
 _CLONE_FLAGS_FIRST = {"x86_64", "aarch64", "arm64", "armv7l", "i686", "riscv64", "ppc64le"}
 
+# socket(2) when --allow-net does not allow every host: Landlock's network rules see
+# TCP only, so every other way out is refused here. Address families beyond unix,
+# IPv4, IPv6 and netlink (packet, vsock, XDP, bluetooth …) get EAFNOSUPPORT; on
+# IPv4/IPv6, raw and legacy packet sockets, SCTP (seqpacket or its protocol
+# number), MPTCP and ICMP "ping" sockets get EPERM. With no --allow-net at all,
+# UDP is refused too (nothing legitimate needs it: there is no name to look up).
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
+SOCKET_FAMILIES_ALLOWED = (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK)
+SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET, SOCK_PACKET = 2, 3, 5, 10
+SOCK_TYPE_MASK = 0xF  # the type argument also carries SOCK_NONBLOCK/SOCK_CLOEXEC
+IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_MPTCP = 1, 58, 132, 262
+_INT = 0xFFFFFFFF  # the kernel reads these arguments as int: compare the low 32 bits only
+
 # Sonames to try before ctypes.util.find_library, which shells out to ldconfig/gcc
 # (absent from a distroless image) and would come back empty.
 _SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
@@ -65,6 +79,7 @@ class SeccompResult:
     denied: tuple[str, ...]  # syscalls answered with EPERM (execve/execveat included unless allowed)
     enosys: tuple[str, ...]  # answered ENOSYS so libc falls back to a call the filter can inspect
     exec_allowed: bool
+    sockets: str  # "all", "tcp+udp" or "tcp": which socket kinds the filter leaves open
     unknown: tuple[str, ...]  # names this architecture does not have
     library: str
 
@@ -99,8 +114,12 @@ def load_pyseccomp() -> types.ModuleType:
     return pyseccomp
 
 
-def install_filter(*, allow_exec: bool) -> SeccompResult:
+def install_filter(*, allow_exec: bool, sockets: str = "all") -> SeccompResult:
     """Loads the filter into every thread of this process (TSYNC); irreversible.
+
+    `sockets`: "all" leaves socket(2) alone (--allow-net for every host);
+    "tcp+udp" refuses the kinds Landlock cannot see (see SOCKET_FAMILIES_ALLOWED);
+    "tcp" refuses UDP as well (no --allow-net).
 
     Default action ALLOW with a deny list: CPython and arbitrary C extensions
     need hundreds of syscalls, and an allow list that misses one crashes the
@@ -138,6 +157,8 @@ def install_filter(*, allow_exec: bool) -> SeccompResult:
         if clone3 >= 0:
             flt.add_rule(seccomp.ERRNO(errno.ENOSYS), clone3)
             enosys.append("clone3")
+    if sockets != "all":
+        _restrict_sockets(seccomp, flt, allow_udp=sockets == "tcp+udp")
     try:
         flt.load()
     except OSError as exc:
@@ -150,6 +171,36 @@ def install_filter(*, allow_exec: bool) -> SeccompResult:
         denied=tuple(denied),
         enosys=tuple(enosys),
         exec_allowed=allow_exec,
+        sockets=sockets,
         unknown=tuple(unknown),
         library=getattr(seccomp, "_libseccomp_path", "libseccomp"),
     )
+
+
+def _restrict_sockets(seccomp: types.ModuleType, flt: Any, *, allow_udp: bool) -> None:
+    """Adds the socket(2) rules (see SOCKET_FAMILIES_ALLOWED)."""
+    number = seccomp.resolve_syscall(seccomp.Arch.NATIVE, "socket")
+    if number < 0:
+        return
+    eperm = seccomp.ERRNO(errno.EPERM)
+    no_family = seccomp.ERRNO(errno.EAFNOSUPPORT)
+    # Anything above netlink, including garbage in the upper 32 bits (fails closed).
+    flt.add_rule(no_family, number, seccomp.Arg(0, seccomp.GT, AF_NETLINK))
+    for family in range(AF_NETLINK):
+        if family not in SOCKET_FAMILIES_ALLOWED:
+            flt.add_rule(no_family, number, seccomp.Arg(0, seccomp.MASKED_EQ, _INT, family))
+    kinds = [SOCK_RAW, SOCK_PACKET, SOCK_SEQPACKET] + ([] if allow_udp else [SOCK_DGRAM])
+    for family in (AF_INET, AF_INET6):
+        on_inet = seccomp.Arg(0, seccomp.MASKED_EQ, _INT, family)
+        for kind in kinds:
+            flt.add_rule(eperm, number, on_inet, seccomp.Arg(1, seccomp.MASKED_EQ, SOCK_TYPE_MASK, kind))
+        for protocol in (IPPROTO_MPTCP, IPPROTO_SCTP):
+            flt.add_rule(eperm, number, on_inet, seccomp.Arg(2, seccomp.MASKED_EQ, _INT, protocol))
+        for protocol in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            flt.add_rule(
+                eperm,
+                number,
+                on_inet,
+                seccomp.Arg(1, seccomp.MASKED_EQ, SOCK_TYPE_MASK, SOCK_DGRAM),
+                seccomp.Arg(2, seccomp.MASKED_EQ, _INT, protocol),
+            )

@@ -103,8 +103,73 @@ PROBE = textwrap.dedent(
         function = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(buf)))
         return errno.errorcode.get(-function(), "ran")
 
+    def ctypes_socket(arg):
+        family, kind, proto = (int(x) for x in arg.split(","))
+        fd = libc.socket(family, kind, proto)
+        if fd >= 0:
+            os.close(fd)
+            return "ok"
+        return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+
+    def mptcp_connect(arg):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+        s.settimeout(5)
+        s.connect(hostport(arg))
+        return "connected"
+
+    def dir_fd_read(path):
+        directory, name = os.path.split(path)
+        base = os.open(directory, os.O_PATH)
+        fd = os.open(name, os.O_RDONLY, dir_fd=base)
+        return os.read(fd, 100).decode()
+
+    def dir_fd_write(path):
+        directory, name = os.path.split(path)
+        base = os.open(directory, os.O_PATH)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT, dir_fd=base)
+        os.write(fd, b"written")
+        return "written"
+
+    def chdir_read(path):
+        directory, name = os.path.split(path)
+        os.chdir(directory)
+        return os.read(os.open(name, os.O_RDONLY), 100).decode()
+
+    def rmtree(directory):
+        import shutil
+        tree = os.path.join(directory, "tree")
+        os.makedirs(os.path.join(tree, "a", "b"))
+        with open(os.path.join(tree, "a", "b", "f"), "w") as f:
+            f.write("x")
+        shutil.rmtree(tree)
+        return os.path.exists(tree)
+
+    def subinterpreter(_):
+        try:
+            import _interpreters as interpreters  # 3.13
+        except ImportError:
+            import _xxsubinterpreters as interpreters
+        return interpreters.create()
+
+    PREOPENED = os.open(os.environ["PROBE_PREOPEN"], os.O_RDONLY) if os.environ.get("PROBE_PREOPEN") else None
+    if os.environ.get("PROBE_PLANT"):
+        import types
+        planted = types.ModuleType("planted")
+        planted.__path__ = ["/"]
+        sys.modules["planted"] = planted
+
     ACTIONS = {
         "read": read,
+        "ctypes_socket": ctypes_socket,
+        "mptcp_connect": mptcp_connect,
+        "raw_socket": lambda _: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close(),
+        "packet_socket": lambda _: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close(),
+        "dir_fd_read": dir_fd_read,
+        "dir_fd_write": dir_fd_write,
+        "chdir_read": chdir_read,
+        "rmtree": rmtree,
+        "subinterpreter": subinterpreter,
+        "read_preopened": lambda _: os.read(PREOPENED, 100).decode(),
         "write": write,
         "listdir": lambda p: sorted(os.listdir(p)),
         "subprocess": lambda _: __import__("subprocess").run(["true"]).returncode,
@@ -497,3 +562,98 @@ def test_unknown_names_in_the_disable_variable_are_warned_about(image_flags: lis
     out = probe(*image_flags, "nothing", env={"PIPEDREAMER_SANDBOX_DISABLE": "landlok"})
     assert out["report"]["degraded"] is False
     assert "unknown layer 'landlok'" in out["stderr"]
+
+
+# -- socket kinds Landlock cannot see (MPTCP, raw, packet, ping, UDP) ----------
+
+AF_INET, AF_PACKET, SOCK_STREAM, SOCK_DGRAM, SOCK_RAW = 2, 17, 1, 2, 3
+
+
+def test_mptcp_cannot_sidestep_the_network_lock(image_flags: list[str], listeners: dict[str, str]):
+    """Landlock's TCP rules do not cover MPTCP: seccomp refuses the socket itself."""
+    other = listeners["127.0.0.2"]
+    denied(probe(*image_flags, "mptcp_connect", other), "MPTCP sockets are denied: add --allow-net (every host)", "--allow-net")
+    kernel = probe(*image_flags, "mptcp_connect", other, env=KERNEL_ONLY)
+    assert (kernel["type"], kernel["errno"]) == ("PermissionError", errno.EPERM), kernel
+    assert probe(*image_flags, "ctypes_socket", f"{AF_INET},{SOCK_STREAM},262")["value"] == "EPERM"
+    # Every host allowed: nothing to sidestep, MPTCP works.
+    flags = [f for f in image_flags if not f.startswith("--allow-net")] + ["--allow-net"]
+    assert probe(*flags, "mptcp_connect", other)["value"] == "connected"
+
+
+@pytest.mark.parametrize(
+    "action, message, ctypes_args, kernel_errno",
+    [
+        ("raw_socket", "raw sockets are denied: add --allow-net (every host)", f"{AF_INET},{SOCK_RAW},1", "EPERM"),
+        ("packet_socket", "sockets of address family 17 are denied: add --allow-net (every host)",
+         f"{AF_PACKET},{SOCK_RAW},0", "EAFNOSUPPORT"),
+    ],
+)  # fmt: skip
+def test_raw_and_packet_sockets_are_refused_even_as_root(image_flags, action, message, ctypes_args, kernel_errno):
+    denied(probe(*image_flags, action), message, "--allow-net")
+    assert probe(*image_flags, "ctypes_socket", ctypes_args)["value"] == kernel_errno
+    # A ping socket (ICMP over datagrams) reaches any host too.
+    assert probe(*image_flags, "ctypes_socket", f"{AF_INET},{SOCK_DGRAM},1")["value"] == "EPERM"
+    if os.geteuid() == 0:  # the control: only the lock refused it
+        flags = [f for f in image_flags if not f.startswith("--allow-net")] + ["--allow-net"]
+        assert probe(*flags, "ctypes_socket", ctypes_args)["value"] == "ok"
+
+
+def test_without_allow_net_udp_sockets_are_refused_by_the_kernel_too(workflow: Path):
+    flags = [f"--allow-read={workflow}"]
+    assert probe(*flags, "ctypes_socket", f"{AF_INET},{SOCK_DGRAM},0")["value"] == "EPERM"
+    denied(probe(*flags, "sendto", "127.0.0.1:9"), "UDP sockets are denied: add --allow-net", "--allow-net")
+    # With a host list, UDP stays (name lookups need it); the audit hook judges each destination.
+    assert probe(*flags, "--allow-net=127.0.0.1", "ctypes_socket", f"{AF_INET},{SOCK_DGRAM},0")["value"] == "ok"
+
+
+# -- without Landlock (gVisor): relative opens are judged by the file they open --
+
+NO_LANDLOCK = {"PIPEDREAMER_SANDBOX_DISABLE": "landlock"}
+
+
+@pytest.mark.parametrize("action", ["dir_fd_read", "chdir_read"])
+def test_relative_opens_are_resolved_against_their_directory_without_landlock(image_flags, action):
+    out = probe(*image_flags, action, "/etc/shadow", env=NO_LANDLOCK)
+    assert out["report"]["layers"]["landlock"]["active"] is False
+    denied(out, "read of /etc/shadow denied: add it to --allow-read", "--allow-read")
+    if os.geteuid() == 0:
+        assert probe(*image_flags, "--allow-read=/etc/shadow", action, "/etc/shadow", env=NO_LANDLOCK)["ok"] is True
+
+
+def test_writes_through_a_dir_fd_are_judged_without_landlock(image_flags: list[str], outside: Path, scratch: Path):
+    target = outside / "new.txt"
+    out = probe(*image_flags, "dir_fd_write", str(target), env=NO_LANDLOCK)
+    denied(out, f"write to {target} denied: add it to --allow-write", "--allow-write")
+    assert not target.exists()
+    assert probe(*image_flags, "dir_fd_write", str(scratch / "ok.txt"), env=NO_LANDLOCK)["value"] == "written"
+
+
+def test_relative_removal_of_a_scratch_tree_still_works_without_landlock(image_flags: list[str], scratch: Path):
+    """shutil.rmtree (and TemporaryDirectory) open relative to directory descriptors."""
+    out = probe(*image_flags, "rmtree", str(scratch), env=NO_LANDLOCK)
+    assert out["ok"] is True and out["value"] is False, out
+
+
+# -- the rest ------------------------------------------------------------------
+
+
+def test_subinterpreters_are_refused_cleanly(image_flags: list[str]):
+    """A subinterpreter would run without the audit hook; creating one once aborted the engine."""
+    out = probe(*image_flags, "subinterpreter")
+    assert out["returncode"] == 0, out
+    assert out["ok"] is False and out["type"] == "PermissionDenied", out
+    assert "subinterpreters are denied: they would run without the permission lock's checks" in out["message"]
+
+
+def test_descriptors_opened_before_the_lock_do_not_survive_it(image_flags: list[str], outside: Path):
+    secret = outside / "secret.txt"
+    out = probe(*image_flags, "read_preopened", env={"PROBE_PREOPEN": str(secret)})
+    assert out["ok"] is False and out["errno"] == errno.EBADF, out
+    assert any("closed 1 descriptor(s) opened before the lock" in w and str(secret) in w for w in out["report"]["warnings"])
+
+
+def test_read_roots_do_not_come_from_sys_modules(image_flags: list[str]):
+    out = probe(*image_flags, "read", "/etc/shadow", env={"PROBE_PLANT": "1"})
+    assert "/" not in out["report"]["read_paths"]
+    denied(out, "read of /etc/shadow denied: add it to --allow-read", "--allow-read")
