@@ -1,4 +1,9 @@
-"""`pipedreamer test [DIR | DIR/<node> …] [--pipeline]`: run node and pipeline fixtures offline."""
+"""`pipedreamer test [DIR | DIR/<node> …] [--pipeline]`: run node and pipeline fixtures offline.
+
+Nodes run under the permission lock, applied before any of them is imported:
+the workflow directories are readable, `--allow-write=/tmp`, no network (fixtures
+answer `ctx.fetch`). Any `--allow-*` flag replaces those defaults as a whole.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,12 @@ import asyncio
 import time
 from pathlib import Path
 
+from cli.errors import CommandError
 from cli.output import Output
-from engine.testing import WorkflowReport, run_workflow_fixtures
+from engine import sandbox
+from engine.testing import WorkflowReport, lock_for_fixtures, run_workflow_fixtures
+
+DEFAULT_PERMISSIONS = ("--allow-write=/tmp",)
 
 HELP = "run node fixtures and the pipeline fixture (tests/fixtures/*.json)"
 
@@ -28,9 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="secrets file or directory for the nodes (default: none, so fixtures stay hermetic)",
     )
+    sandbox.add_permission_flags(parser)
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    try:
+        policy = sandbox.policy_from_args(sandbox.with_default_flags(args, DEFAULT_PERMISSIONS))
+    except ValueError as exc:  # a bad --allow-net entry
+        raise CommandError(str(exc)) from None
+    lock_for_fixtures(args.targets, policy, secrets_path=args.secrets)
     started = time.perf_counter()
     reports = asyncio.run(_run_targets(args.targets, args.pipeline, args.secrets))
     elapsed = time.perf_counter() - started

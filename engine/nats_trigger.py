@@ -107,6 +107,20 @@ def parse_payload(data: bytes) -> Any:
     return parse_input(data)
 
 
+def nats_server_address(spec: workflow_pb2.WorkflowSpec, secrets: Mapping[str, Any]) -> str | None:
+    """`host:port` of the NATS server a workflow's queue triggers use, or None when there is nothing to connect to."""
+    if not queue_triggers(spec):
+        return None
+    url, _, missing = nats_settings(spec, secrets)
+    if "config.nats_url" in missing:
+        return None
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
+    if not parsed.hostname:
+        return None
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return f"{host}:{parsed.port or DEFAULT_PORT}"
+
+
 class QueueTriggers:
     """The NATS side of a serving engine; does nothing when the workflow has no queue trigger."""
 
@@ -125,16 +139,7 @@ class QueueTriggers:
 
     def server_address(self) -> str | None:
         """`host:port` of the NATS server the triggers will use, or None when there is nothing to connect to."""
-        if not queue_triggers(self.engine.spec):
-            return None
-        url, _, missing = nats_settings(self.engine.spec, self._all_secrets())
-        if "config.nats_url" in missing:
-            return None
-        parsed = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
-        if not parsed.hostname:
-            return None
-        host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
-        return f"{host}:{parsed.port or DEFAULT_PORT}"
+        return nats_server_address(self.engine.spec, self._all_secrets())
 
     def _all_secrets(self) -> Mapping[str, Any]:
         return self._secrets if self._secrets is not None else getattr(self.engine, "secrets", {}) or {}

@@ -15,7 +15,7 @@ import traceback
 import types
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 import aiohttp
 
@@ -43,13 +43,20 @@ class Workflow:
     config: Mapping[str, Any]
 
 
-def load_workflow(directory: Path) -> Workflow:
+# Called with the spec once it is read and compiled, before any node module is
+# imported: where the permission lock goes on (no user code has run yet).
+BeforeImport = Callable[[workflow_pb2.WorkflowSpec], None]
+
+
+def load_workflow(directory: Path, *, before_import: BeforeImport | None = None) -> Workflow:
     """workflow.yaml → spec → DAG → imported nodes; raises SpecError, CompileError or LoadError."""
     # The loader checks the node files for real (it imports them), with file and line.
     loaded = load_spec(directory, check_sources=False)
     dag = compile_dag(loaded.spec)
-    modules = load_nodes(loaded.spec, directory)
     config = types.MappingProxyType(config_to_dict(loaded.spec.config))
+    if before_import is not None:
+        before_import(loaded.spec)
+    modules = load_nodes(loaded.spec, directory)
     return Workflow(spec=loaded.spec, dag=dag, modules=modules, config=config)
 
 
@@ -93,11 +100,14 @@ class Engine:
         log_level: str = "info",
         secrets_mount: Path | None = MOUNT_DIR,
         secrets: Mapping[str, Any] | None = None,
+        before_import: Callable[[workflow_pb2.WorkflowSpec, Mapping[str, Any]], None] | None = None,
     ) -> "Engine":
         """Loads, compiles and imports the workflow; raises SpecError, CompileError, LoadError or SecretsError.
 
         Secrets come from the cascade (`secrets_path` alone, else `.secrets/` <
         `.secrets.yaml` < `secrets_mount`) unless `secrets` gives them outright.
+        `before_import(spec, secrets)` runs after the spec and secrets are read
+        and before the first node module is imported (the permission lock).
         """
         directory = Path(workflow_dir).absolute()
         if directory.is_file():
@@ -105,7 +115,11 @@ class Engine:
         if secrets is None:
             secrets = load_secrets(directory, secrets_path, mount_dir=secrets_mount)
         sink = LogSink(log_format, log_stream, log_level, Redactor.for_secrets(secrets))
-        workflow = load_workflow(directory)
+        loaded_secrets = secrets
+        workflow = load_workflow(
+            directory,
+            before_import=None if before_import is None else lambda spec: before_import(spec, loaded_secrets),
+        )
         return cls(directory, workflow, types.MappingProxyType(dict(secrets)), sink, executor, fetch_session)
 
     # -- what callers read -------------------------------------------------

@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import web
@@ -23,7 +24,7 @@ from engine.admission import RunGate
 from engine.context import LogSink
 from engine.grpc_service import GrpcFrontend
 from engine.metrics import EngineMetrics
-from engine.nats_trigger import QueueTriggers
+from engine.nats_trigger import QueueTriggers, nats_server_address
 from engine.runtime import Engine
 from engine.serve_options import ServeOptions, add_serve_flags, options_from_args
 from engine.server import HttpFrontend, create_runner
@@ -91,10 +92,19 @@ def _policy_with_nats(policy: sandbox.PermissionPolicy, nats_address: str | None
     return dataclasses.replace(policy, allow_net=(*(policy.allow_net or ()), nats_address))
 
 
-def _apply_permission_lock(policy: sandbox.PermissionPolicy) -> sandbox.LockReport:
-    """THE call site of the permission lock: after modules are loaded, before any server
-    thread starts or any node runs (threads started earlier escape Landlock)."""
-    return sandbox.apply_policy(policy)
+def lock_before_import(policy: sandbox.PermissionPolicy, workflow_dir: Path) -> tuple[Callable[..., None], Callable[[], sandbox.LockReport | None]]:
+    """THE call site of the permission lock, as `Engine.start`'s `before_import`: after the
+    spec and secrets are read, before the first node module is imported (so no line of
+    user code runs unconfined) and before any server thread starts (threads started
+    earlier escape Landlock). Returns the hook and a getter for its report."""
+    applied: list[sandbox.LockReport] = []
+
+    def before_import(spec: Any, secrets: Any) -> None:
+        nats = nats_server_address(spec, secrets)
+        # The workflow directory is always readable: its nodes are imported after the lock.
+        applied.append(sandbox.apply_policy(_policy_with_nats(policy, nats), extra_read=(str(workflow_dir),)))
+
+    return before_import, lambda: applied[0] if applied else None
 
 
 class ServingEngine:
@@ -121,9 +131,15 @@ class ServingEngine:
 
     @classmethod
     async def start(cls, options: ServeOptions) -> "ServingEngine":
-        """Engine, sockets, lock, servers, triggers; raises the engine's load errors and OSError."""
-        engine = await Engine.start(options.workflow, secrets_path=options.secrets_path, log_format=options.log_format)
+        """Spec, lock, nodes, sockets, servers, triggers; raises the engine's load errors and OSError."""
+        lock, lock_report = (None, lambda: None)
+        if options.policy is not None:
+            lock, lock_report = lock_before_import(options.policy, _workflow_dir(options.workflow))
+        engine = await Engine.start(
+            options.workflow, secrets_path=options.secrets_path, log_format=options.log_format, before_import=lock
+        )
         serving = cls(engine, options)
+        serving.lock = lock_report()
         serving._undo_logging = configure_logging(engine.log_sink)
         try:
             await serving._start()
@@ -138,8 +154,6 @@ class ServingEngine:
 
     async def _start(self) -> None:
         options = self.options
-        if options.policy is not None:
-            self.lock = _apply_permission_lock(_policy_with_nats(options.policy, self.queues.server_address()))
         sock = _bind_http(options.host, options.port)
         host, port = sock.getsockname()[:2]
         self.http_address = f"http://{_host_for_url(host)}:{port}"
@@ -199,6 +213,11 @@ class ServingEngine:
             await self._runner.cleanup()
             self._runner = None
         await self.engine.close()
+
+
+def _workflow_dir(workflow: Path) -> Path:
+    directory = workflow.absolute()
+    return directory.parent if directory.is_file() else directory
 
 
 def _host_for_url(host: str) -> str:

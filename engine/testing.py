@@ -4,7 +4,8 @@ A fixture is `tests/fixtures/<node>.json` (or `pipeline.json`):
 `{"input": …, "expected": …, "fetch": {"<service> <path>": <json body>}}`.
 An unanswered fetch gets `{"mock": true, "service": …, "path": …}`.
 Runs are hermetic: no secrets unless a secrets path is given, and then their
-values are shown as *** in results, diffs and errors, as in logs.
+values are shown as *** in results, diffs and errors, as in logs. `pipedreamer
+test` runs them under the permission lock (`lock_for_fixtures`), as the image does.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from engine import sandbox
 from engine.compiler import CompileError
 from engine.context import Response
 from engine.executor import MAX_JSON_DEPTH, json_problem, node_policies, too_deep
@@ -173,6 +175,26 @@ def discover(directory: Path, node_ids: tuple[str, ...], *, node: str | None = N
     if PIPELINE in present:
         files.append(present[PIPELINE])
     return files, [n for n in node_ids if n not in present]
+
+
+def lock_for_fixtures(
+    targets: Sequence[str | Path], policy: sandbox.PermissionPolicy, *, secrets_path: Path | None = None
+) -> sandbox.LockReport:
+    """Applies the permission lock for `pipedreamer test`, before any node module is imported:
+    `policy`, plus the targets' workflow directories (and a --secrets path) readable.
+
+    Irreversible for this process, as in the image: call it from a process of its own.
+    """
+    readable = []
+    for target in targets:
+        try:
+            directory, _ = resolve_target(target)
+        except FixtureError:
+            continue  # reported as the target's own error when it runs
+        readable.append(str(directory.absolute()))
+    if secrets_path is not None:
+        readable.append(str(Path(secrets_path).absolute()))
+    return sandbox.apply_policy(policy, extra_read=readable)
 
 
 async def run_workflow_fixtures(

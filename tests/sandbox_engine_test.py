@@ -217,3 +217,58 @@ def test_hot_reload_works_inside_the_lock(setup):
         assert "PermissionDenied" not in server.output()
     finally:
         server.close()
+
+
+# -- the lock holds from a node's first line --------------------------------------
+
+# Module-level code: what ran unconfined when nodes were imported before the lock.
+AT_IMPORT = {
+    "read": ("SHADOW = open('/etc/shadow').read()\n", "read of /etc/shadow denied: add it to --allow-read"),
+    "shell": (
+        "import subprocess\nSHELL = subprocess.Popen(['/bin/sh'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n",
+        "running programs is denied: add --allow-run",
+    ),
+    "dial": (
+        "import socket\nSOCK = socket.create_connection(('127.0.0.2', {port}), timeout=5)\n",
+        "connect to 127.0.0.2:{port} denied: add it to --allow-net",
+    ),
+}
+RUN = "\n\nasync def run(ctx, input):\n    return 'ran'\n"
+
+
+@pytest.mark.parametrize("attack", sorted(AT_IMPORT))
+@pytest.mark.parametrize("how", ["engine", "dev"])
+def test_node_code_at_import_runs_under_the_lock_and_a_denial_stops_start_up(tmp_path: Path, other_host, attack, how):
+    """`python -m engine` (the image) and `pipedreamer dev` import nodes only once the lock holds:
+    a refused import is a start-up failure (exit 1) naming the node file, the action and the flag."""
+    _, port = other_host
+    source, denial = (text.format(port=port) for text in AT_IMPORT[attack])
+    app = write_workflow(tmp_path / "app", {"evil": source + RUN})
+    if how == "engine":
+        server = ServerProcess.engine(app, f"--allow-read={app}", "--allow-net=127.0.0.1", "--grpc-port", "-1")
+    else:
+        server = ServerProcess.dev(app, "--allow-net=127.0.0.1")
+    try:
+        assert server.wait(30) == 1, server.output()
+        line = next(line for line in server.output().splitlines() if "error:" in line)
+        assert f"nodes/evil.py:{source.count(chr(10))}: import failed: PermissionDenied: {denial} (node evil)" in line
+        assert "root:" not in server.output()
+    finally:
+        server.close()
+
+
+def test_a_module_planted_before_import_cannot_widen_the_read_roots(tmp_path: Path):
+    """Read roots come from an explicit list, not from sys.modules (a module can claim any __path__)."""
+    plant = "import sys, types\nm = types.ModuleType('planted')\nm.__path__ = ['/']\nsys.modules['planted'] = m\n"
+    steal = "\n\nasync def run(ctx, input):\n    return open('/etc/shadow').read()[:5]\n"
+    app = write_workflow(tmp_path / "app", {"plant": plant + steal}, node_options={"plant": {"retries": 0}})
+    server = ServerProcess.engine(app, f"--allow-read={app}", "--grpc-port", "-1")
+    try:
+        server.wait_ready()
+        lock = json.loads(_get(server.url + "/healthz?verbose")[1])["permission_lock"]
+        assert "/" not in lock["read_paths"] and lock["degraded"] is False, lock
+        status, body = post_json(server.url + "/run", {})
+        assert status == 500
+        assert "read of /etc/shadow denied: add it to --allow-read" in body["nodes"]["plant"]["error"]
+    finally:
+        server.close()
