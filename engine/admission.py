@@ -110,6 +110,9 @@ class RunGate:
             result = await self.engine.run(input, trigger=trigger)
         except asyncio.CancelledError:
             if task not in self._cancelled:
+                # The caller went away (an HTTP client hung up, a gRPC call was cancelled):
+                # the run stopped with it, its nodes cancelled.
+                self.metrics.observe(self.synthetic_result(execution_pb2.RUN_STATUS_CANCELLED, "", trigger))
                 raise
             # Cancelled by the shutdown deadline: the caller still gets an answer.
             task.uncancel()

@@ -27,7 +27,7 @@ from engine.metrics import EngineMetrics
 from engine.nats_trigger import QueueTriggers, nats_server_address
 from engine.runtime import Engine
 from engine.serve_options import ServeOptions, add_serve_flags, options_from_args
-from engine.server import HttpFrontend, create_runner
+from engine.server import HttpFrontend, create_runner, is_loopback_host
 
 log = logging.getLogger("pipedreamer.serve")
 
@@ -119,7 +119,9 @@ class ServingEngine:
             engine, self.metrics, workflow=spec.name, version=spec.version, max_concurrent_runs=options.max_concurrent_runs
         )
         self.lock: sandbox.LockReport | None = None
-        self.http = HttpFrontend(self.gate, options=options.http, lock_report=self._lock_report)
+        self.http = HttpFrontend(
+            self.gate, options=options.http, lock_report=self._lock_report, loopback_only=is_loopback_host(options.host)
+        )
         # Created after the lock: grpc starts threads, and threads started before it escape Landlock.
         self.grpc: GrpcFrontend | None = None
         self.queues = QueueTriggers(self.gate, engine)

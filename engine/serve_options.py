@@ -28,7 +28,10 @@ class HttpOptions:
     idle_timeout: float = 30.0
 
 
-DEFAULT_SHUTDOWN_TIMEOUT = 25.0  # under Kubernetes' default 30 s grace period
+DEFAULT_SHUTDOWN_TIMEOUT = 25.0
+# Runs in flight before new ones get 429 / RESOURCE_EXHAUSTED (queue messages wait):
+# bounded by default, so a burst cannot take a 512 MiB pod past its memory limit.
+DEFAULT_MAX_CONCURRENT_RUNS = 64  # under Kubernetes' default 30 s grace period
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "mi": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3}
@@ -45,7 +48,7 @@ class ServeOptions:
     log_format: str = "text"
     watch: bool = False
     http: HttpOptions = HttpOptions()
-    max_concurrent_runs: int | None = None
+    max_concurrent_runs: int | None = DEFAULT_MAX_CONCURRENT_RUNS
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     # A sandbox.PermissionPolicy; None runs unlocked (in-process tests only).
     policy: Any = None
@@ -96,7 +99,8 @@ def add_serve_flags(parser: argparse.ArgumentParser, *, host: str, watch: bool) 
     parser.add_argument("--watch", action=argparse.BooleanOptionalAction, default=watch,
                         help=f"reload node modules when files change (default: {'on' if watch else 'off'})")
     parser.add_argument("--max-body", type=parse_size, default=DEFAULT_MAX_BODY, help="largest accepted request body (default: 10MiB)")
-    parser.add_argument("--max-concurrent-runs", type=_count, default=0, help="runs in flight before 429 / RESOURCE_EXHAUSTED (default: 0, no limit)")
+    parser.add_argument("--max-concurrent-runs", type=_count, default=DEFAULT_MAX_CONCURRENT_RUNS,
+                        help=f"runs in flight before 429 / RESOURCE_EXHAUSTED (default: {DEFAULT_MAX_CONCURRENT_RUNS}; 0: no limit)")
     parser.add_argument("--shutdown-timeout", type=_duration, default=DEFAULT_SHUTDOWN_TIMEOUT,
                         help="how long runs in flight may take to finish on SIGTERM (default: 25s)")
     parser.add_argument("--body-timeout", type=_duration, default=HttpOptions.body_timeout, help="a request body must arrive within this (default: 30s)")

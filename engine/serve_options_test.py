@@ -33,7 +33,7 @@ def test_defaults():
     options = options_from_args(_parse(), "/app")
     assert options.port == 8080 and options.grpc_port == 9090 and options.host == "0.0.0.0"
     assert options.http.max_body == DEFAULT_MAX_BODY == 10 * 1024 * 1024
-    assert options.max_concurrent_runs is None and options.watch is False
+    assert options.max_concurrent_runs == 64 and options.watch is False
     assert options.shutdown_timeout == 25.0
     assert options.policy.allow_read == () and options.policy.allow_net is None  # deny by default
 

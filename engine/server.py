@@ -4,6 +4,12 @@ Status codes: 200 a run that succeeded, 500 one that failed (the body is still
 the `ExecutionResult`), 400 bad JSON, 408 a body that arrives too slowly, 413 a
 body over the limit, 429 too many runs in flight, 503 draining.
 
+Callers: a request carrying an `Origin` other than the engine's own, or
+`Sec-Fetch-Site: cross-site|same-site`, is refused with 403: a web page cannot
+start runs (or read `/metrics`) through a visitor's browser. An engine bound to
+loopback also refuses a `Host` that is not a loopback name or address (DNS
+rebinding). Plain clients (curl, the CLI, Kubernetes probes) send neither.
+
 Input: any JSON value is accepted and handed to the root nodes as it is
 (objects, but also lists, strings, numbers, null); an empty body or a GET
 means `{}`. `NaN`/`Infinity` are rejected: they are not JSON and a result
@@ -13,6 +19,7 @@ could not carry them.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import time
@@ -60,9 +67,11 @@ class HttpFrontend:
         *,
         options: HttpOptions = HttpOptions(),
         lock_report: Callable[[], dict[str, Any]] | None = None,
+        loopback_only: bool = False,
     ) -> None:
         self.gate = gate
         self.options = options
+        self.loopback_only = loopback_only
         self.lock_report = lock_report or (lambda: {"applied": False})
         self.started = time.monotonic()
 
@@ -144,6 +153,45 @@ class HttpFrontend:
         return response
 
 
+def is_loopback_host(host: str) -> bool:
+    """`localhost`, `*.localhost`, 127.0.0.0/8 or ::1 (a bind address or a Host header's name)."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_caller(request: web.Request, loopback_only: bool) -> str | None:
+    """Why a request must not reach the engine (a browser on another site, DNS rebinding), or None."""
+    origin = request.headers.get("Origin")
+    own = f"{request.scheme}://{request.host}"
+    if origin is not None and origin != own:
+        return f"cross-origin request refused: Origin {origin} is not this engine ({own})"
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"cross-site request refused (Sec-Fetch-Site: {site})"
+    if loopback_only and "Host" in request.headers:
+        name = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+        if not is_loopback_host(name):
+            return f"Host {request.host} refused: this engine listens on loopback only and answers loopback names"
+    return None
+
+
+def _caller_check(loopback_only: bool) -> Callable:
+    @web.middleware
+    async def check(request: web.Request, handler: Callable) -> web.StreamResponse:
+        reason = refuse_caller(request, loopback_only)
+        if reason is not None:
+            log.warning("%s %s: %s", request.method, request.path, reason)
+            return _error(403, reason)
+        return await handler(request)
+
+    return check
+
+
 @web.middleware
 async def _json_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
     """404/405 and friends as `{"error": …}` like every other answer."""
@@ -157,7 +205,9 @@ async def _json_errors(request: web.Request, handler: Callable) -> web.StreamRes
 
 def create_app(frontend: HttpFrontend) -> web.Application:
     # The body limit is enforced while streaming in HttpFrontend._read_body.
-    app = web.Application(middlewares=[_json_errors], client_max_size=frontend.options.max_body)
+    app = web.Application(
+        middlewares=[_caller_check(frontend.loopback_only), _json_errors], client_max_size=frontend.options.max_body
+    )
     app.router.add_route("POST", "/run", frontend.run)
     app.router.add_route("GET", "/run", frontend.run)
     app.router.add_get("/healthz", frontend.healthz)
@@ -177,4 +227,6 @@ def create_runner(frontend: HttpFrontend, *, shutdown_timeout: float = 2.0) -> w
         lingering_time=1.0,
         shutdown_timeout=shutdown_timeout,
         handle_signals=False,
+        # A caller that hangs up cancels its run: nobody is left to receive the result.
+        handler_cancellation=True,
     )

@@ -134,7 +134,7 @@ async def test_huge_declared_body_is_refused_before_it_is_sent(workflow: Path):
     async with serving(workflow) as server:
         host, port = server.http_address.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{")
+        writer.write(b"POST /run HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{")
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 413")
@@ -159,7 +159,7 @@ async def test_slowloris_headers_cannot_hold_the_engine(workflow: Path):
         slow = []
         for _ in range(50):
             reader, writer = await asyncio.open_connection(host, int(port))
-            writer.write(b"POST /run HTTP/1.1\r\nHost: x\r\n")
+            writer.write(b"POST /run HTTP/1.1\r\nHost: localhost\r\n")
             slow.append((reader, writer))
         started = time.monotonic()
         for _ in range(3):  # trickle: a header line now and then, never the end
@@ -184,7 +184,7 @@ async def test_slow_body_gets_408_and_the_connection_is_closed(workflow: Path):
     async with serving(workflow, http=HttpOptions(body_timeout=0.5)) as server, aiohttp.ClientSession() as session:
         host, port = server.http_address.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        writer.write(b"POST /run HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{")
         await writer.drain()
         started = time.monotonic()
         response = await asyncio.wait_for(reader.read(), 5)

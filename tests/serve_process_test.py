@@ -337,3 +337,96 @@ def test_cold_start_reaches_ready(tmp_path: Path):
         assert status == 200 and body["status"] == "RUN_STATUS_SUCCEEDED", body
     finally:
         server.close()
+
+
+# -- who may call the engine ---------------------------------------------------------
+
+
+def _request(url: str, *, method: str = "POST", body: bytes = b"{}", headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body if method == "POST" else None, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _runs_total(server: ServerProcess) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("pipedreamer_runs_total{"))
+
+
+def test_a_web_page_cannot_drive_the_dev_server_but_curl_can(tmp_path: Path):
+    """Cross-site POST (text/plain, no preflight), DNS rebinding and a cross-site GET are refused
+    before anything runs; a client without Origin (curl -d) and the engine's own origin work."""
+    flow = write_workflow(tmp_path / "flow", SLOW)
+    server = ServerProcess.dev(flow, "--no-watch")
+    try:
+        server.wait_ready()
+        run = server.url + "/run"
+        refusals = [
+            ({"Origin": "http://attacker.example", "Content-Type": "text/plain"}, "POST",
+             "cross-origin request refused: Origin http://attacker.example is not this engine"),
+            ({"Origin": "null"}, "POST", "cross-origin request refused: Origin null"),
+            ({"Host": f"attacker.example:{server.port}"}, "POST",
+             f"Host attacker.example:{server.port} refused: this engine listens on loopback only"),
+            ({"Sec-Fetch-Site": "cross-site"}, "GET", "cross-site request refused (Sec-Fetch-Site: cross-site)"),
+        ]  # fmt: skip
+        for headers, method, message in refusals:
+            status, body = _request(run, method=method, headers=headers)
+            assert status == 403 and body["error"].startswith(message), (headers, body)
+        status, body = _request(server.url + "/metrics", method="GET", headers={"Origin": "http://attacker.example"})
+        assert status == 403
+        assert _runs_total(server) == 0  # nothing ran
+        assert _request(run)[0] == 200  # curl -d
+        assert _request(run, headers={"Origin": server.url, "Sec-Fetch-Site": "same-origin"})[0] == 200
+        assert _request(run, headers={"Host": f"localhost:{server.port}"})[0] == 200
+        assert _runs_total(server) == 3
+    finally:
+        server.close()
+
+
+def test_a_caller_that_hangs_up_cancels_its_run(tmp_path: Path):
+    flow = write_workflow(tmp_path / "flow", SLOW)
+    server = ServerProcess.engine(flow, f"--allow-read={flow}")
+    try:
+        server.wait_ready()
+        import socket as socket_module
+
+        body = json.dumps({"sleep": 30}).encode()
+        with socket_module.create_connection(("127.0.0.1", server.port)) as conn:
+            conn.sendall(
+                b"POST /run HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+            )
+            _wait_in_flight(server)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status, health = _request(server.url + "/healthz?verbose", method="GET")
+            if health["in_flight"] == 0:
+                break
+            time.sleep(0.05)
+        assert health["in_flight"] == 0, server.output()
+        import urllib.request
+
+        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
+            assert 'pipedreamer_runs_total{status="cancelled",workflow="test-flow"} 1.0' in response.read().decode()
+    finally:
+        server.close()
+
+
+def test_runs_in_flight_are_bounded_by_default(tmp_path: Path):
+    flow = write_workflow(tmp_path / "flow", SLOW)
+    server = ServerProcess.engine(flow, f"--allow-read={flow}")
+    try:
+        server.wait_ready()
+        status, health = _request(server.url + "/healthz?verbose", method="GET")
+        assert health["max_concurrent_runs"] == 64
+    finally:
+        server.close()
