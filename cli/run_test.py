@@ -1,6 +1,8 @@
-"""`run`: input parsing and how an ExecutionResult reads."""
+"""`run`: input parsing, how an ExecutionResult reads, and `run --local` as a process of its own."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -9,6 +11,7 @@ from cli.errors import CommandError
 from cli.main import main
 from cli.run import format_result
 from k8s.run import RunOutcome
+from tests.support import REPO, run_cli
 
 
 def test_input_inline_file_and_errors(tmp_path):
@@ -48,9 +51,46 @@ def test_format_result():
         },
         "output": {"x": 1},
     }
-    text = format_result(RunOutcome(500, result))
+    text = format_result(result)
     assert text.splitlines()[0] == "run r1 of hello 1.0.0: FAILED in 0.120s"
     assert "  shout: FAILED in 0.100s (2 attempts): boom" in text
     assert '"x": 1' in text
     assert not RunOutcome(500, result).succeeded
     assert RunOutcome(200, {**result, "status": "RUN_STATUS_SUCCEEDED"}).succeeded
+
+
+def test_name_or_local_but_not_both(capsys):
+    assert main(["run"]) == 1
+    assert "give a deployed workflow's NAME, or --local DIR" in capsys.readouterr().err
+    assert main(["run", "wf", "--local", "examples/hello"]) == 1
+
+
+def test_local_run_prints_the_result_and_exits_0():
+    proc = run_cli("run", "--local", "examples/hello", "--input", '{"name": "Ada"}')
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("run ") and " of hello 1.0.0: SUCCEEDED in " in lines[0]
+    assert "  greet: SUCCEEDED in " in proc.stdout and "  shout: SUCCEEDED in " in proc.stdout
+    assert '"greeting": "HELLO, ADA!"' in proc.stdout
+    assert "[greet] greeting Ada" in proc.stderr  # the node's log line
+    proc = run_cli("run", "--local", str(REPO / "examples" / "hello"), "-o", "json")
+    result = json.loads(proc.stdout)
+    assert result["status"] == "RUN_STATUS_SUCCEEDED" and result["trigger"] == "local"
+    assert result["output"] == {"greeting": "HELLO, WORLD!"}
+
+
+def test_local_run_is_under_the_image_lock_and_a_failure_exits_1(tmp_path):
+    from engine.testing import write_workflow
+
+    steal = "async def run(ctx, input):\n    return open('/etc/shadow').read()[:5]\n"
+    flow = write_workflow(tmp_path / "flow", {"steal": steal}, node_options={"steal": {"retries": 0}})
+    proc = run_cli("run", "--local", str(flow))
+    assert proc.returncode == 1
+    assert "steal: FAILED" in proc.stdout
+    assert "read of /etc/shadow denied: add it to --allow-read" in proc.stdout
+    assert "run of test-flow did not succeed (FAILED)" in proc.stderr
+    at_import = "DATA = open('/etc/shadow').read()\n\n" + steal
+    (flow / "nodes" / "steal.py").write_text(at_import)
+    proc = run_cli("run", "--local", str(flow))
+    assert proc.returncode == 1
+    assert "nodes/steal.py:1: import failed: PermissionDenied: read of /etc/shadow denied" in proc.stderr
