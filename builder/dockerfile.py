@@ -25,7 +25,7 @@ DOCKERFILE_NAME = "Dockerfile.pipedreamer"
 # Google's distroless Python: public, but without libseccomp2 (the generated header says what that costs).
 DEFAULT_BASE = "gcr.io/distroless/python3-debian13"
 DEFAULT_BASE_PYTHON = "3.13"
-# What the engine logs at startup when its seccomp layer cannot load libseccomp (engine/sandbox.py).
+# What the engine logs at startup when its seccomp layer cannot load libseccomp (engine/sandbox/).
 SECCOMP_WARNING = (
     "PERMISSION LOCK DEGRADED: seccomp is not active: libseccomp cannot be loaded (...); install libseccomp2"
 )

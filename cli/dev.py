@@ -14,7 +14,7 @@ from pathlib import Path
 from cli.errors import CommandError
 from cli.output import Output
 from engine import sandbox
-from engine.serve_options import add_serve_flags, options_from_args
+from engine.serve.options import add_serve_flags, options_from_args
 
 HELP = "serve a workflow locally over HTTP and gRPC, with hot reload"
 
@@ -30,7 +30,7 @@ def dev_permission_args(args: argparse.Namespace, directory: Path) -> argparse.N
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from engine.serve import serve  # the server stack loads only for `dev`
+    from engine.serve.process import serve  # the server stack loads only for `dev`
 
     directory = Path(args.dir).resolve()
     workflow_dir = directory.parent if directory.is_file() else directory

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cli import dev
-from engine.serve_options import options_from_args
+from engine.serve.options import options_from_args
 
 
 def _parse(*argv: str) -> argparse.Namespace:

@@ -80,7 +80,7 @@ def test_local_run_prints_the_result_and_exits_0():
 
 
 def test_local_run_is_under_the_image_lock_and_a_failure_exits_1(tmp_path):
-    from engine.testing import write_workflow
+    from tests.support import write_workflow
 
     steal = "async def run(ctx, input):\n    return open('/etc/shadow').read()[:5]\n"
     flow = write_workflow(tmp_path / "flow", {"steal": steal}, node_options={"steal": {"retries": 0}})

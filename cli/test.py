@@ -15,7 +15,7 @@ from pathlib import Path
 from cli.errors import CommandError
 from cli.output import Output
 from engine import sandbox
-from engine.testing import WorkflowReport, lock_for_fixtures, run_workflow_fixtures
+from engine.fixtures import WorkflowReport, lock_for_fixtures, run_workflow_fixtures
 
 DEFAULT_PERMISSIONS = ("--allow-write=/tmp",)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import run_cli
-from engine.testing import write_workflow
+from tests.support import write_workflow
 
 
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from engine.serve import main
+from engine.serve.process import main
 
 if __name__ == "__main__":
     sys.exit(main())

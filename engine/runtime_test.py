@@ -15,7 +15,7 @@ from engine.loader import LoadError
 from engine.results import result_to_dict, result_to_json
 from engine.runtime import Engine
 from engine.spec import SpecError, value_to_python
-from engine.testing import write_workflow
+from tests.support import write_workflow
 from proto.pipedreamer.v1 import execution_pb2
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,7 +58,7 @@ async def test_node_failure_is_in_the_result_with_its_location(tmp_path):
     assert data["nodes"]["a"]["error"] == "ValueError: bad input (at nodes/a.py:2)"
     assert data["nodes"]["b"]["status"] == "NODE_STATUS_SKIPPED"
     assert data["error"] == "node a failed: ValueError: bad input (at nodes/a.py:2)"
-    assert f"WARN  [engine] run failed: node a failed" in stream.getvalue()
+    assert "WARN  [engine] run failed: node a failed" in stream.getvalue()
     assert f"run_id={result.run_id}" in stream.getvalue()
 
 

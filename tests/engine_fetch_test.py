@@ -13,7 +13,7 @@ import pytest
 from engine.results import result_to_json
 from engine.runtime import Engine
 from engine.spec import value_to_python
-from engine.testing import write_workflow
+from tests.support import write_workflow
 from proto.pipedreamer.v1 import execution_pb2
 from tests import fake_services
 from tests.fake_services import serve

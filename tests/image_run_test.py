@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -19,12 +18,7 @@ import requests
 
 from builder.build import build_image
 from tests.image_support import REPO, prepare_bundle, real_base, shared_cache
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support import free_port
 
 
 def test_hello_image_serves_post_run_under_runc(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:

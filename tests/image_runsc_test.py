@@ -54,7 +54,7 @@ def lock_layers(log: str) -> dict[str, str]:
 
 
 def host_landlock() -> str:
-    from engine import landlock
+    from engine.sandbox import landlock
 
     try:
         return f"ABI {landlock.abi_version()}"

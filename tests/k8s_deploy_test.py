@@ -17,7 +17,8 @@ import yaml
 from builder.manifests import SECRET_CHECKSUM_ANNOTATION
 from k8s import kinds
 from k8s.client import FIELD_MANAGER
-from tests.k8s_support import REGISTRY, cli, make_workflow, merge_patch, wait_for
+from tests.k8s_support import REGISTRY, cli, make_workflow, merge_patch
+from tests.support import wait_for
 
 
 def deploy(kube, ns, directory, *extra):

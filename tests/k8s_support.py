@@ -9,9 +9,8 @@ import io
 import pathlib
 import shutil
 import sys
-import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -121,17 +120,6 @@ def merge_patch(admin: Cluster, kind: kinds.Kind, name: str, namespace: str, pat
         verb="patch",
         resource=kind.resource,
     )
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 def get_or_none(admin: Cluster, kind: kinds.Kind, name: str, namespace: str) -> dict | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 
 import pytest
@@ -16,6 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from tests.kube_cluster import REPO_ROOT, KubeCluster, KubeClusterError
+from tests.support import wait_for
 
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
@@ -37,17 +37,6 @@ def admin(kube):
 @pytest.fixture(scope="session")
 def noaccess(kube):
     return config.new_client_from_config(config_file=kube.kubeconfig_noaccess)
-
-
-def wait_for(what, check, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def default_sa_exists(core, ns):

@@ -14,7 +14,8 @@ import nats
 import pytest
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
 
-from tests.serve_harness import NatsServer, ServerProcess, TlsNatsServer, post_json, serving, wait_for, write_workflow
+from tests.serve_harness import NatsServer, ServerProcess, TlsNatsServer, post_json, serving
+from tests.support import wait_for_async, write_workflow
 
 NODES = {
     "work": """
@@ -87,8 +88,8 @@ async def test_bad_json_gets_an_error_result_and_the_subscription_goes_on(tmp_pa
             # Published without a reply subject: runs, nothing to answer, nothing breaks.
             await client.publish(SUBJECT, b"{}")
             await client.flush()
-            await wait_for(lambda: server.metrics.render().count(b'status="succeeded"') and
-                           b'pipedreamer_runs_total{status="succeeded",workflow="queue-flow"} 2.0' in server.metrics.render())
+            await wait_for_async("two succeeded runs in the metrics", lambda: server.metrics.render().count(b'status="succeeded"') and
+                                 b'pipedreamer_runs_total{status="succeeded",workflow="queue-flow"} 2.0' in server.metrics.render())
         finally:
             await client.close()
     assert "invalid JSON payload" in capfd.readouterr().err
@@ -155,12 +156,12 @@ async def test_the_engine_reconnects_when_nats_restarts_mid_stream(tmp_path: Pat
 
         streaming = asyncio.create_task(stream())
         try:
-            await wait_for(lambda: len(answered) >= 10, timeout=10)
+            await wait_for_async("10 answers", lambda: len(answered) >= 10, timeout=10)
             nats_server.stop()  # the server goes away mid-stream…
             await asyncio.sleep(1.5)
             before_restart = len(answered)
             nats_server.start()  # …and comes back on the same port
-            await wait_for(lambda: len(answered) >= before_restart + 20, timeout=20)
+            await wait_for_async("20 more answers after the restart", lambda: len(answered) >= before_restart + 20, timeout=20)
         finally:
             streaming.cancel()
             await asyncio.gather(streaming, return_exceptions=True)
@@ -190,7 +191,7 @@ async def test_shutdown_drains_a_message_in_flight_and_unsubscribes(tmp_path: Pa
         client = await _client(nats_server)
         try:
             pending = asyncio.ensure_future(client.request(SUBJECT, json.dumps({"sleep": 0.5}).encode(), timeout=10))
-            await wait_for(lambda: server.gate.in_flight == 1)
+            await wait_for_async("a run in flight", lambda: server.gate.in_flight == 1)
             await server.shutdown(timeout=5)
             result = json.loads((await pending).data)
             assert result["status"] == "RUN_STATUS_SUCCEEDED"
@@ -296,7 +297,7 @@ async def test_tls_without_the_ca_logs_a_verification_failure_and_http_keeps_ser
         return "TLS certificate verification failed" in err
 
     async with serving(_tls_workflow(tmp_path, tls_nats_server, ca=None)) as server:
-        await wait_for(logged)
+        await wait_for_async("the warning in the log", logged)
         assert not server.queues.subscribed.is_set()
         assert await asyncio.to_thread(post_json, server.http_address + "/run", {}) == (200, mock.ANY)
     err += capfd.readouterr().err
@@ -337,7 +338,7 @@ async def test_a_tls_url_to_a_server_without_tls_never_sends_the_token(tmp_path:
             return "did not start TLS" in err
 
         async with serving(flow) as server:
-            await wait_for(logged)
+            await wait_for_async("the warning in the log", logged)
             assert not server.queues.subscribed.is_set()
             assert await asyncio.to_thread(post_json, server.http_address + "/run", {}) == (200, mock.ANY)
         err += capfd.readouterr().err

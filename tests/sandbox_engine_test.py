@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve_harness import ServerProcess, _get, post_json, write_workflow
+from tests.serve_harness import ServerProcess, _get, post_json
+from tests.support import write_workflow
 
 # One node, told by the input what to try.
 PROBE_NODE = '''

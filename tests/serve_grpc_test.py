@@ -12,7 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from engine.results import result_to_dict
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
-from tests.serve_harness import serving, write_workflow
+from tests.serve_harness import serving
+from tests.support import write_workflow
 
 NODES = {
     "work": """
@@ -112,7 +113,7 @@ async def test_http_and_grpc_share_one_run_cap(workflow: Path):
 
 
 async def test_a_message_over_the_body_limit_is_refused(workflow: Path):
-    from engine.serve_options import HttpOptions
+    from engine.serve.options import HttpOptions
 
     async with serving(workflow, http=HttpOptions(max_body=2048)) as server, grpc.aio.insecure_channel(server.grpc_address) as channel:
         stub = execution_pb2_grpc.WorkflowServiceStub(channel)

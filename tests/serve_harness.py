@@ -4,7 +4,6 @@ or as a real `python -m engine` / `./pipedreamer dev` process, run a real nats-s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -15,61 +14,22 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Mapping
-
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from typing import Any, AsyncIterator, Mapping
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support import REPO, free_port
 
-
-def write_workflow(
-    directory: Path,
-    nodes: Mapping[str, str],
-    edges: Iterable[tuple[str, str]] = (),
-    *,
-    name: str = "test-flow",
-    config: Mapping[str, Any] | None = None,
-    triggers: list[dict[str, Any]] | None = None,
-    node_options: Mapping[str, Mapping[str, Any]] | None = None,
-    secrets: Mapping[str, Any] | None = None,
-) -> Path:
-    """A workflow directory: `nodes` maps node id → Python source of its module."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "nodes").mkdir(exist_ok=True)
-    spec: dict[str, Any] = {
-        "name": name,
-        "version": "1.0",
-        "triggers": triggers or [{"type": "manual"}],
-        "nodes": {},
-        "edges": [{"from": a, "to": b} for a, b in edges],
-    }
-    if config:
-        spec["config"] = dict(config)
-    for node_id, source in nodes.items():
-        (directory / "nodes" / f"{node_id}.py").write_text(textwrap.dedent(source))
-        spec["nodes"][node_id] = {"path": f"nodes/{node_id}.py", **dict((node_options or {}).get(node_id, {}))}
-    (directory / "workflow.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    if secrets is not None:
-        (directory / ".secrets.yaml").write_text(yaml.safe_dump(dict(secrets)))
-    return directory
 
 
 @contextlib.asynccontextmanager
 async def serving(workflow: Path, **overrides: Any) -> AsyncIterator[Any]:
     """The real ServingEngine on loopback, free ports, no permission lock (it is per process)."""
-    from engine.serve import ServingEngine
-    from engine.serve_options import HttpOptions, ServeOptions
+    from engine.serve.process import ServingEngine
+    from engine.serve.options import HttpOptions, ServeOptions
 
     http = overrides.pop("http", None) or HttpOptions()
     options = ServeOptions(workflow=workflow, host="127.0.0.1", port=0, grpc_port=0, http=http, **overrides)
@@ -256,9 +216,3 @@ class TlsNatsServer(NatsServer):
         return ssl.create_default_context(cafile=str(self.ca))
 
 
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)

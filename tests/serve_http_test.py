@@ -10,8 +10,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine.serve_options import HttpOptions
-from tests.serve_harness import serving, write_workflow
+from engine.serve.options import HttpOptions
+from tests.serve_harness import serving
+from tests.support import write_workflow
 
 NODES = {
     "echo": """

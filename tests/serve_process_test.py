@@ -19,17 +19,10 @@ from google.protobuf import struct_pb2
 
 from engine.results import result_to_dict
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
-from tests.serve_harness import REPO, ServerProcess, post_json, write_workflow
+from tests.serve_harness import ServerProcess, post_json
+from tests.support import REPO, SLEEPING_NODE, write_workflow
 
-SLOW = {
-    "slow": """
-        import asyncio
-
-        async def run(ctx, input):
-            await asyncio.sleep(input.get("sleep", 0))
-            return {"slept": input.get("sleep", 0)}
-    """,
-}
+SLOW = {"slow": SLEEPING_NODE}
 
 
 def _post_in_background(url: str, body: object) -> concurrent.futures.Future:

@@ -10,13 +10,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-from engine import seccomp
+from engine.sandbox import seccomp
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def in_child(body: str) -> dict:
-    script = f"import json, os, sys\nsys.path.insert(0, {str(REPO)!r})\nfrom engine import seccomp\n{textwrap.dedent(body)}\nprint(json.dumps(result))"
+    script = f"import json, os, sys\nsys.path.insert(0, {str(REPO)!r})\nfrom engine.sandbox import seccomp\n{textwrap.dedent(body)}\nprint(json.dumps(result))"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from engine.serve_options import DEFAULT_MAX_BODY, add_serve_flags, options_from_args, parse_size
+from engine.serve.options import DEFAULT_MAX_BODY, add_serve_flags, options_from_args, parse_size
 
 
 @pytest.mark.parametrize(

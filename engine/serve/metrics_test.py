@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.metrics import EngineMetrics
+from engine.serve.metrics import EngineMetrics
 from proto.pipedreamer.v1 import execution_pb2
 
 

@@ -321,32 +321,3 @@ def diff_json(expected: Any, actual: Any) -> str:
         return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=repr) + "\n").splitlines(keepends=True)
 
     return "".join(difflib.unified_diff(lines(expected), lines(actual), "expected", "actual"))
-
-
-def write_workflow(
-    directory: Path | str,
-    nodes: Mapping[str, str],
-    edges: list[tuple[str, str]] | tuple = (),
-    *,
-    name: str = "test-flow",
-    version: str = "1.0.0",
-    config: Mapping[str, Any] | None = None,
-    node_options: Mapping[str, Mapping[str, Any]] | None = None,
-    triggers: list[Mapping[str, Any]] | None = None,
-) -> Path:
-    """Writes a workflow directory (workflow.yaml + nodes/<id>.py from source text); for tests."""
-    import yaml
-
-    directory = Path(directory)
-    (directory / "nodes").mkdir(parents=True, exist_ok=True)
-    spec_nodes: dict[str, Any] = {}
-    for node_id, source in nodes.items():
-        (directory / "nodes" / f"{node_id}.py").write_text(source)
-        spec_nodes[node_id] = {"path": f"nodes/{node_id}.py", **dict((node_options or {}).get(node_id, {}))}
-    document: dict[str, Any] = {"name": name, "version": version, "triggers": triggers or [{"type": "manual"}]}
-    if config:
-        document["config"] = dict(config)
-    document["nodes"] = spec_nodes
-    document["edges"] = [{"from": a, "to": b} for a, b in edges]
-    (directory / WORKFLOW_FILE).write_text(yaml.safe_dump(document, sort_keys=False))
-    return directory

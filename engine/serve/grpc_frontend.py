@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from engine.admission import AtCapacity, Draining, RunGate
+from engine.serve.admission import AtCapacity, Draining, RunGate
 from engine.spec import value_to_python
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
 

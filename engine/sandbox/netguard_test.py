@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from engine.netguard import NetGuard, NetRule, is_abstract_unix, parse_net_rule
+from engine.sandbox.netguard import NetGuard, NetRule, is_abstract_unix, parse_net_rule
 
 INET, INET6, UNIX = socket.AF_INET, socket.AF_INET6, socket.AF_UNIX
 

@@ -17,7 +17,7 @@ import ssl
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from engine.admission import RunGate, RunRejected
+from engine.serve.admission import RunGate, RunRejected
 from engine.executor import parse_input
 from engine.result_json import result_to_json
 from engine.spec import config_to_dict

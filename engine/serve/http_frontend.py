@@ -27,10 +27,10 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from engine.admission import AtCapacity, Draining, RunGate
+from engine.serve.admission import AtCapacity, Draining, RunGate
 from engine.executor import parse_input
 from engine.result_json import result_to_json
-from engine.serve_options import HttpOptions
+from engine.serve.options import HttpOptions
 from proto.pipedreamer.v1 import execution_pb2
 
 log = logging.getLogger("pipedreamer.server")

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from engine.admission import AtCapacity, Draining, RunGate
-from engine.metrics import EngineMetrics
+from engine.serve.admission import AtCapacity, Draining, RunGate
+from engine.serve.metrics import EngineMetrics
 from engine.runtime import Engine
 from proto.pipedreamer.v1 import execution_pb2
+from tests.support import SLEEPING_NODE, wait_for_async, write_workflow
 
 
 @pytest.fixture
 async def engine(tmp_path: Path):
-    (tmp_path / "nodes").mkdir()
-    (tmp_path / "nodes" / "wait.py").write_text(
-        textwrap.dedent(
-            """
-            import asyncio
-
-            async def run(ctx, input):
-                await asyncio.sleep(input.get("sleep", 0))
-                return input
-            """
-        )
-    )
-    (tmp_path / "workflow.yaml").write_text("name: gate\nversion: '1.0'\nnodes:\n  wait:\n    path: nodes/wait.py\nedges: []\n")
+    write_workflow(tmp_path, {"wait": SLEEPING_NODE}, name="gate")
     engine = await Engine.start(tmp_path, secrets_mount=None)
     yield engine
     await engine.close()
@@ -41,8 +29,7 @@ def _gate(engine: Engine, limit: int | None = None) -> RunGate:
 async def test_runs_past_the_cap_are_refused_and_counted(engine: Engine):
     gate = _gate(engine, 1)
     first = asyncio.create_task(gate.run({"sleep": 0.2}))
-    await asyncio.sleep(0.05)
-    assert gate.in_flight == 1
+    await wait_for_async("the first run in flight", lambda: gate.in_flight == 1)
     with pytest.raises(AtCapacity, match="the limit is 1"):
         await gate.run({})
     assert (await first).status == execution_pb2.RUN_STATUS_SUCCEEDED
@@ -53,7 +40,8 @@ async def test_runs_past_the_cap_are_refused_and_counted(engine: Engine):
 async def test_waiting_for_a_slot_queues_instead_of_refusing(engine: Engine):
     gate = _gate(engine, 1)
     runs = [asyncio.create_task(gate.run({"sleep": 0.1, "i": i}, wait_for_slot=True)) for i in range(3)]
-    await asyncio.sleep(0.05)
+    await wait_for_async("one run in flight", lambda: gate.in_flight == 1)
+    await asyncio.sleep(0)  # the other two got their turn on the loop, and queued
     assert gate.in_flight == 1
     results = await asyncio.gather(*runs)
     assert [r.status for r in results] == [execution_pb2.RUN_STATUS_SUCCEEDED] * 3
@@ -62,7 +50,7 @@ async def test_waiting_for_a_slot_queues_instead_of_refusing(engine: Engine):
 async def test_draining_refuses_new_runs_but_not_those_already_delivered(engine: Engine):
     gate = _gate(engine)
     running = asyncio.create_task(gate.run({"sleep": 0.1}))
-    await asyncio.sleep(0.02)
+    await wait_for_async("a run in flight", lambda: gate.in_flight == 1)
     gate.drain()
     with pytest.raises(Draining):
         await gate.run({})
@@ -74,7 +62,7 @@ async def test_draining_refuses_new_runs_but_not_those_already_delivered(engine:
 async def test_cancel_all_answers_each_caller_with_a_cancelled_result(engine: Engine):
     gate = _gate(engine)
     runs = [asyncio.create_task(gate.run({"sleep": 60}, trigger="t")) for _ in range(2)]
-    await asyncio.sleep(0.05)
+    await wait_for_async("two runs in flight", lambda: gate.in_flight == 2)
     assert not await gate.wait_idle(0.05)
     assert await gate.cancel_all("deadline passed") == 2
     for result in await asyncio.gather(*runs):
@@ -87,7 +75,7 @@ async def test_cancel_all_answers_each_caller_with_a_cancelled_result(engine: En
 async def test_a_caller_cancelled_from_outside_is_not_turned_into_a_result(engine: Engine):
     gate = _gate(engine)
     run = asyncio.create_task(gate.run({"sleep": 60}))
-    await asyncio.sleep(0.05)
+    await wait_for_async("a run in flight", lambda: gate.in_flight == 1)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from engine.metrics import EngineMetrics
+from engine.serve.metrics import EngineMetrics
 from proto.pipedreamer.v1 import execution_pb2
 
 

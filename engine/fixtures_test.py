@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.testing import (
+from engine.fixtures import (
     FixtureError,
     StubFetcher,
     diff_json,
     json_equal,
     resolve_target,
     run_workflow_fixtures,
-    write_workflow,
 )
+from tests.support import write_workflow
 
 FETCHER = '''
 async def run(ctx, input):

@@ -10,14 +10,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from engine import landlock
+from engine.sandbox import landlock
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def in_child(body: str) -> dict:
     """Runs `body` (which sets `result`) in a fresh interpreter; returns `result`."""
-    script = f"import json, os, sys\nsys.path.insert(0, {str(REPO)!r})\nfrom engine import landlock\n{textwrap.dedent(body)}\nprint(json.dumps(result))"
+    script = f"import json, os, sys\nsys.path.insert(0, {str(REPO)!r})\nfrom engine.sandbox import landlock\n{textwrap.dedent(body)}\nprint(json.dumps(result))"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])

@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from engine.nats_trigger import nats_settings, nats_tls, parse_payload, queue_group, queue_triggers
+from engine.serve.queue_triggers import nats_settings, nats_tls, parse_payload, queue_group, queue_triggers
 from engine.spec import parse_spec
 
 SPEC = """

@@ -20,14 +20,14 @@ from typing import Any, Callable
 from aiohttp import web
 
 from engine import sandbox
-from engine.admission import RunGate
+from engine.serve.admission import RunGate
 from engine.context import LogSink
-from engine.grpc_service import GrpcFrontend
-from engine.metrics import EngineMetrics
-from engine.nats_trigger import QueueTriggers, nats_server_address
+from engine.serve.grpc_frontend import GrpcFrontend
+from engine.serve.metrics import EngineMetrics
+from engine.serve.queue_triggers import QueueTriggers, nats_server_address
 from engine.runtime import Engine
-from engine.serve_options import ServeOptions, add_serve_flags, options_from_args
-from engine.server import HttpFrontend, create_runner, is_loopback_host
+from engine.serve.options import ServeOptions, add_serve_flags, options_from_args
+from engine.serve.http_frontend import HttpFrontend, create_runner, is_loopback_host
 
 log = logging.getLogger("pipedreamer.serve")
 
