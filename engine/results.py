@@ -56,7 +56,8 @@ def build_result(
         if node.status == succeeded:
             output = node.output
             kind = type(output)
-            if kind is int or kind is float:
+            # Without secrets a number goes straight in; with them it may be one (`pin: 4821`).
+            if (kind is int or kind is float) and redact is None:
                 entry.output.number_value = output
             else:
                 set_value(entry.output, redact.value(output) if redact else output)
