@@ -42,20 +42,24 @@ class LogSink:
         stream = self.stream or sys.stderr
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         message = self.redactor.text(message)
+        # Fields are redacted as values, before JSON escapes what a secret is made of (`"`, `\`, non-ASCII, newlines).
+        extra = self.redactor.value(_plain_fields(fields)) if fields else {}
         if self.format == "json":
             record: dict[str, Any] = {"time": now, "level": level, "node": node_id, "run_id": run_id, "message": message}
-            if fields:
-                extra = json.loads(self.redactor.text(json.dumps(dict(fields), default=str)))
-                record.update({k: v for k, v in extra.items() if k not in record})
+            record.update({k: v for k, v in extra.items() if k not in record})
             stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
             suffix = f" run_id={run_id}" if run_id else ""
-            if fields:
-                suffix += "".join(f" {k}={self.redactor.text(json.dumps(v, default=str))}" for k, v in fields.items())
+            suffix += "".join(f" {k}={json.dumps(v)}" for k, v in extra.items())
             # Every line carries the node and run, so multi-line messages still grep.
             lines = message.splitlines() or [""]
             stream.write("".join(f"{now} {level.upper():<5} [{node_id}] {line}{suffix}\n" for line in lines))
         stream.flush()
+
+
+def _plain_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Log fields as JSON-like values: anything JSON cannot hold becomes its str()."""
+    return json.loads(json.dumps(dict(fields), default=str))
 
 
 class NodeLogger:
