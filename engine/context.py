@@ -8,7 +8,9 @@ import sys
 from typing import Any, Awaitable, Callable, Mapping, Protocol, TextIO
 
 import aiohttp
+from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from engine.secrets import Redactor
 
@@ -177,9 +179,11 @@ class HttpFetcher:
         method = str(kwargs.pop("method", "GET")).upper()
         if "body" in kwargs:  # fetch()-style spelling
             kwargs["data"] = kwargs.pop("body")
-        headers = CIMultiDict(auth_headers(service, self._secrets))
-        for key, value in dict(kwargs.pop("headers", None) or {}).items():
-            headers[key] = value  # the node's own headers win
+        headers = CIMultiDict(kwargs.pop("headers", None) or {})
+        # The node's own headers win over the injected credentials.
+        credentials = {k: v for k, v in auth_headers(service, self._secrets).items() if k not in headers}
+        if credentials:
+            kwargs["middlewares"] = (*kwargs.get("middlewares", ()), _credentials_for(URL(url), credentials))
         async with self._session().request(method, url, headers=headers, **kwargs) as response:
             body = await response.read()
             return Response(
@@ -190,6 +194,28 @@ class HttpFetcher:
                 response.reason or "",
                 response.get_encoding() if body else None,
             )
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    return url.scheme, url.host, url.port  # port: the scheme's default when none is written
+
+
+def _credentials_for(service: URL, credentials: Mapping[str, str]) -> ClientMiddlewareType:
+    """Adds `credentials` to each request aiohttp sends, redirects included, only while it goes to `service`'s origin.
+
+    aiohttp drops `Authorization` on a cross-origin redirect but keeps every
+    other header it was given (an `X-API-Key`), so the credentials are never
+    given to it: each hop gets them only if it is on the service's origin
+    (scheme, host and port, as browsers define it).
+    """
+    origin = _origin(service)
+
+    async def add_credentials(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        if _origin(request.url) == origin:
+            request.headers.update(credentials)
+        return await handler(request)
+
+    return add_credentials
 
 
 class RunScope:
