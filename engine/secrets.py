@@ -13,6 +13,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from engine.yaml_values import YAMLValueError, load_plain_yaml
+
 SECRETS_DIR = ".secrets"
 SECRETS_YAML = ".secrets.yaml"
 MOUNT_DIR = Path("/app/secrets")
@@ -67,12 +69,13 @@ def read_secrets_yaml(path: Path) -> Secrets:
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretsError(path, f"cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        # The spec parser's reader: aliases count against its limit, so a "billion laughs" is refused, not expanded.
+        data = load_plain_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}: " if mark else ""
         raise SecretsError(path, f"invalid YAML: {where}{exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, YAMLValueError) as exc:
         raise SecretsError(path, f"invalid YAML: {exc}") from None
     if data is None:
         return {}

@@ -144,3 +144,12 @@ def test_a_secret_is_redacted_where_json_or_repr_escape_it(secret):
     for shown in (json.dumps(secret), json.dumps(secret, ensure_ascii=False), repr(secret), repr(KeyError(secret))):
         assert redactor.text(f"x {shown} y") in (f'x "{REDACTED}" y', f"x '{REDACTED}' y", f"x KeyError('{REDACTED}') y",
                                                  f'x KeyError("{REDACTED}") y'), shown
+
+
+def test_a_yaml_alias_bomb_is_refused_not_expanded(workflow):
+    lol = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join([f'*{chr(ord(c) - 1)}'] * 10)}]\n" for c in "bcdefghi"
+    )
+    write(workflow / ".secrets.yaml", lol)
+    with pytest.raises(SecretsError, match=r"\.secrets\.yaml: invalid YAML: .*document too large"):
+        load_secrets(workflow, mount_dir=None)
