@@ -72,32 +72,41 @@ Progress = Callable[[str], None]
 class Exclusions:
     """Files and directories a layer leaves out of a tree, by name (a directory goes with all below it).
 
-    Besides these, `builder.layers.is_excluded` drops caches and VCS
-    directories everywhere. builder/dockerfile.py renders the same rules as
-    `COPY --exclude` patterns, so `docker build` copies the same files.
+    `names`, `prefixes` and `suffixes` apply at every depth; `top_names` and
+    `top_prefixes` only to entries directly in the tree's root. Besides these,
+    `builder.layers.is_excluded` drops caches and VCS directories everywhere.
+    builder/dockerfile.py renders the same rules as `COPY --exclude` patterns,
+    so `docker build` copies the same files.
     """
 
     names: frozenset[str] = frozenset()
     prefixes: tuple[str, ...] = ()
     suffixes: tuple[str, ...] = ()
-    top_level_only: bool = False  # True: only entries directly in the tree's root
+    top_names: frozenset[str] = frozenset()
+    top_prefixes: tuple[str, ...] = ()
 
     def excludes(self, rel: str) -> bool:
         """Whether `rel` (posix, relative to the tree's root) is left out, itself or through a parent."""
         parts = rel.split("/")
-        checked = parts[:1] if self.top_level_only else parts
+        if parts[0] in self.top_names or parts[0].startswith(self.top_prefixes):
+            return True
         return any(
-            name in self.names or name.startswith(self.prefixes) or name.endswith(self.suffixes) for name in checked
+            name in self.names or name.startswith(self.prefixes) or name.endswith(self.suffixes) for name in parts
         )
 
 
-# Never copied into /app: secrets (mounted at run time instead), VCS and tool
-# state (hidden files), build outputs, Bazel files, and fixtures (they serve
-# `pipedreamer test`, not the pod).
+# Never copied into /app. At any depth: hidden files and directories (`.secrets/`,
+# `.secrets.yaml`, `.env`, VCS and tool state) and `*.secrets.yaml` files (as kept
+# for `--secrets`): secrets are mounted at run time, never baked in. At the top:
+# `secrets/` (where the Secret volume mounts, so a copy would be read as secrets
+# when the volume is absent), fixtures (they serve `pipedreamer test`, not the
+# pod), build outputs and Bazel files. builder/workflow.bzl keeps the same set
+# out of Bazel's inputs (WORKFLOW_LAYER_EXCLUDES).
 WORKFLOW_EXCLUSIONS = Exclusions(
-    names=frozenset({"tests", "Dockerfile.pipedreamer", "BUILD.bazel", "BUILD"}),
-    prefixes=(".", "bazel-"),
-    top_level_only=True,
+    prefixes=(".",),
+    suffixes=(".secrets.yaml", ".secrets.yml"),
+    top_names=frozenset({"secrets", "tests", "Dockerfile.pipedreamer", "BUILD.bazel", "BUILD"}),
+    top_prefixes=("bazel-",),
 )
 # In engine/ and proto/: tests, fixtures and Bazel files are not part of the
 # runtime; hidden files are tool state (e.g. tools/gen_proto.py's

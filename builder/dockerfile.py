@@ -41,12 +41,12 @@ def exclude_patterns(rules: Exclusions) -> list[str]:
     A pattern without a slash matches only at the top of the copied tree, so
     rules for every depth get `**/`; a matched directory takes its contents along.
     """
-    patterns: list[str] = []
+    patterns = [_glob_escape(name) for name in sorted(rules.top_names)]
+    patterns += [_glob_escape(prefix) + "*" for prefix in rules.top_prefixes]
     for exclusions in (rules, _ALWAYS):
-        lead = "" if exclusions.top_level_only else "**/"
-        patterns += [lead + _glob_escape(name) for name in sorted(exclusions.names)]
-        patterns += [lead + _glob_escape(prefix) + "*" for prefix in exclusions.prefixes]
-        patterns += [lead + "*" + _glob_escape(suffix) for suffix in exclusions.suffixes]
+        patterns += ["**/" + _glob_escape(name) for name in sorted(exclusions.names)]
+        patterns += ["**/" + _glob_escape(prefix) + "*" for prefix in exclusions.prefixes]
+        patterns += ["**/*" + _glob_escape(suffix) for suffix in exclusions.suffixes]
     return list(dict.fromkeys(patterns))
 
 

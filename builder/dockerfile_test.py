@@ -45,7 +45,8 @@ def copy_instruction(text: str, destination: str) -> str:
 
 def test_secrets_and_fixtures_are_not_copied() -> None:
     copy_app = copy_instruction(render_dockerfile(spec()), ". /app")
-    assert "--exclude=.*" in copy_app and "--exclude=tests" in copy_app and "--exclude=BUILD " in copy_app
+    assert "--exclude=**/.*" in copy_app and "--exclude=**/*.secrets.yaml" in copy_app and "--exclude=secrets " in copy_app
+    assert "--exclude=tests" in copy_app and "--exclude=BUILD " in copy_app
     copy_engine = copy_instruction(render_dockerfile(spec()), "engine /opt/pipedreamer/lib/engine")
     for pattern in ("**/*_test.py", "**/conftest.py", "**/BUILD", "**/BUILD.bazel", "**/testdata", "**/.*"):
         assert f"--exclude={pattern} " in copy_engine
@@ -97,7 +98,8 @@ def make_tree(root: Path, files: list[str]) -> Path:
 
 TRICKY = ["BUILD", "BUILD.bazel", "conftest.py", "x_test.py", "testdata/a.txt", "testing_fixtures/b.json", ".hidden",
           ".git/config", ".DS_Store", "__pycache__/m.pyc", "m.pyc", "m.pyo", "tests/t.yaml", "bazel-out/x",
-          "REBUILD.md", "my_testdata.py", "test_x.py", "tests_helper.py", DOCKERFILE_NAME, ".secrets/github"]  # fmt: skip
+          "REBUILD.md", "my_testdata.py", "test_x.py", "tests_helper.py", DOCKERFILE_NAME, ".secrets/github",
+          ".secrets.yaml", ".env", "deep/.secrets/db", "prod.secrets.yaml", "secrets/db", "secrets.py"]  # fmt: skip
 
 
 def test_engine_copies_take_exactly_the_engine_layers_files(tmp_path: Path) -> None:
@@ -119,6 +121,10 @@ def test_app_copy_takes_exactly_the_workflow_layers_files(tmp_path: Path) -> Non
     docker = {f"app/{rel}" for rel in copied_by_docker(root, exclude_patterns(WORKFLOW_EXCLUSIONS))}
     assert docker == layer
     assert "app/nodes/a.py" in layer and "app/.secrets/github" not in layer and "app/nodes/__pycache__/m.pyc" not in layer
+    # Secrets files at any depth stay out; a `secrets` directory only at the top (the Secret volume's mount point).
+    for kept_out in ("nodes/.env", "nodes/.secrets.yaml", "nodes/deep/.secrets/db", "nodes/prod.secrets.yaml", "secrets/db"):
+        assert f"app/{kept_out}" not in layer
+    assert {"app/nodes/secrets/db", "app/secrets.py", "app/nodes/secrets.py"} <= layer
 
 
 def test_rendered_excludes_are_the_builders() -> None:
@@ -127,7 +133,7 @@ def test_rendered_excludes_are_the_builders() -> None:
         text, "proto /opt/pipedreamer/lib/proto"
     )
     assert " ".join(f"--exclude={p}" for p in exclude_patterns(WORKFLOW_EXCLUSIONS)) in copy_instruction(text, ". /app")
-    assert DOCKERFILE_NAME in WORKFLOW_EXCLUSIONS.names
+    assert DOCKERFILE_NAME in WORKFLOW_EXCLUSIONS.top_names
 
 
 def test_wheels_are_built_for_the_bases_python() -> None:

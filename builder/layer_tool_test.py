@@ -26,7 +26,7 @@ import pytest
 
 from builder import build as build_module
 from builder import layer_tool, wheels
-from builder.build import APP_DIR, ENTRYPOINT, USER, build_image
+from builder.build import APP_DIR, ENTRYPOINT, USER, WorkflowInfo, build_image
 from builder.errors import BuildError
 from builder.layers import LayerEntry, file_digest, write_layer_cached
 from builder.oci import DEFAULT_PYTHON_VERSION, blob_path, parse_platform
@@ -155,6 +155,28 @@ def test_workflow_layer_is_byte_identical_to_build_image(tmp_path: Path, base: P
                       "--source-date-epoch", str(DEFAULTS["IMAGE_SOURCE_DATE_EPOCH"]), *args))  # fmt: skip
     assert file_digest(execroot / out) == plain
     assert (execroot / out).read_bytes() == blob_path(layout, plain).read_bytes()
+
+
+SECRETS_AND_TOOL_STATE = [
+    ".secrets/github", ".secrets.yaml", ".env", ".git/config", "prod.secrets.yaml", "staging.secrets.yml",
+    "secrets/db", "tests/fixtures/a.json", "bazel-out/x", "BUILD", "BUILD.bazel", "Dockerfile.pipedreamer",
+    "nodes/.env", "nodes/.secrets.yaml", "nodes/.secrets/token", "nodes/lib/.hidden/x.py", "nodes/lib/.npmrc",
+    "nodes/prod.secrets.yaml", "nodes/__pycache__/a.cpython-313.pyc", "nodes/a.pyc",
+]
+KEPT = ["workflow.yaml", "nodes/a.py", "nodes/secrets/vault.py", "nodes/tests/helper.py", "nodes/BUILD", "secrets.py",
+        "data/secrets.json", "README.md"]  # fmt: skip
+
+
+def test_bazel_inputs_exclude_exactly_what_the_workflow_layer_leaves_out(tmp_path: Path) -> None:
+    """Secrets at any depth never reach Bazel's inputs, and Bazel drops nothing the layer keeps."""
+    root = tmp_path / "flow"
+    for rel in SECRETS_AND_TOOL_STATE + KEPT:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x\n")
+    excludes = bzl_constants(REPO / "builder" / "workflow.bzl")["WORKFLOW_LAYER_EXCLUDES"]
+    layer = {e.path.removeprefix(APP_DIR.strip("/") + "/") for e in
+             build_module.workflow_entries(root, WorkflowInfo("flow", "1.0.0", ("nodes/a.py",))) if e.kind == "file"}  # fmt: skip
+    assert set(bazel_glob(root, excludes)) == layer == set(KEPT)
 
 
 def bazel_inputs(repo: buildgraph.Repo, text: str, package: str) -> dict[str, tuple[Path, bool]]:

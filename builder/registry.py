@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 
@@ -269,6 +269,9 @@ class RegistryClient:
     ) -> requests.Response:
         """Send with auth; retry 5xx/429/connection errors with backoff; raise unless the status is in `ok`."""
         url = urljoin(self.base_url + "/", url)
+        # Credentials go to the registry's own origin only, as docker and crane do: an upload
+        # `Location` may name any host, and that host must not receive them.
+        on_registry = _origin(url) == _origin(self.base_url)
         ok = set(ok)
         attempts = self.retries if retry else 1
         challenged = False
@@ -276,7 +279,7 @@ class RegistryClient:
         attempt = 0
         while attempt < attempts:
             send_headers = dict(headers or {})
-            auth = self._auth.get(scope) or self._auth.get("*")
+            auth = (self._auth.get(scope) or self._auth.get("*")) if on_registry else None
             if auth:
                 send_headers["Authorization"] = auth
             try:
@@ -289,6 +292,15 @@ class RegistryClient:
                 attempt += 1
                 self._pause(attempt, attempts)
                 continue
+            if response.status_code == 401 and _origin(response.url or url) != _origin(self.base_url):
+                # Redirected or sent elsewhere (requests already dropped Authorization on the way):
+                # answering this challenge would hand the credentials to that host or its realm.
+                response.close()
+                raise BuildError(
+                    f"{self.registry}: {method} {_path(url)} went to {_origin_text(response.url or url)}, which is not "
+                    f"the registry, and it asks for credentials (401); they are sent only to {self.registry} and "
+                    "the token service it names"
+                )
             if response.status_code == 401 and not challenged:
                 challenged = True
                 self._authenticate(response, scope)
@@ -496,6 +508,22 @@ def _rewound(f: BinaryIO) -> BinaryIO:
     """The same file from its start: a request re-sent after a 401 sends all of it again."""
     f.seek(0)
     return f
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the port filled in from the scheme: what the same origin means."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1  # an unparsable port matches nothing
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _origin_text(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _scope(repo: str, actions: str) -> str:

@@ -57,6 +57,7 @@ class FakeResponse:
         self.content = body
         self.text = body.decode()
         self.reason = ""
+        self.url = ""  # requests sets the final URL; "" means the one requested
 
     def json(self) -> dict:
         return json.loads(self.content)

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import yaml
 
 from builder.errors import BuildError
+from engine.yaml_values import YAMLValueError, load_plain_yaml
 
 SECRETS_DIR = ".secrets"
 SECRETS_YAML = ".secrets.yaml"
@@ -82,7 +83,10 @@ def read_secrets_dir(path: pathlib.Path) -> dict[str, str]:
 def read_secrets_yaml(path: pathlib.Path) -> dict[str, str]:
     """One entry per top-level key; maps and lists become JSON, scalars their text."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # The spec parser's reader: aliases count against its limit, so a "billion laughs" is refused, not expanded.
+        document = load_plain_yaml(path.read_text(encoding="utf-8"))
+    except YAMLValueError as exc:
+        raise BuildError(f"{path}: invalid YAML: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -98,8 +102,6 @@ def read_secrets_yaml(path: pathlib.Path) -> dict[str, str]:
         raise BuildError(f"{path}: expected a mapping of secret names to values, got {type(document).__name__}")
     data: dict[str, str] = {}
     for key, value in document.items():
-        if not isinstance(key, str):
-            raise BuildError(f"{path}: key {key!r}: secret names must be strings")
         _check_key(key, f"{path}: key {key!r}")
         if value is None:
             raise BuildError(f"{path}: key {key!r} has no value")

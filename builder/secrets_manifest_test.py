@@ -98,7 +98,7 @@ def test_empty_yaml_means_no_secret(tmp_path):
         ("a: 1\n  b: 2\n", ".secrets.yaml:2: invalid YAML"),
         ("github:\n", "key 'github' has no value"),
         ("'bad/key': x\n", "not a valid Secret key"),
-        ("1: x\n", "secret names must be strings"),
+        ("base: &b {t: 1}\ngithub:\n  <<: *b\n", "github: YAML merge keys (<<) are not supported"),
     ],
 )
 def test_yaml_errors_name_the_file(tmp_path, text, expected):
@@ -169,3 +169,17 @@ def test_render_secret_and_redaction():
     redacted = redact_secret(secret)
     assert redacted["stringData"] == {"a": REDACTED, "b": REDACTED}
     assert secret["stringData"]["a"] == "1", "the original is not modified"
+
+
+def test_yaml_keys_are_names_as_written_as_the_engine_reads_them(tmp_path):
+    path = write(tmp_path / ".secrets.yaml", "1: x\n0x1f: y\n")
+    assert read_secrets_yaml(path) == {"0x1f": "y", "1": "x"}
+
+
+def test_yaml_alias_bomb_is_refused_not_expanded(tmp_path):
+    lol = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join([f'*{chr(ord(c) - 1)}'] * 10)}]\n" for c in "bcdefghi"
+    )
+    path = write(tmp_path / ".secrets.yaml", lol)
+    with pytest.raises(BuildError, match=r"\.secrets\.yaml: invalid YAML: .*document too large \(more than 100000 values after aliases\)"):
+        read_secrets_yaml(path)

@@ -4,14 +4,21 @@ load("@rules_python//python:defs.bzl", "py_test")
 load("//builder:image.bzl", "pipedreamer_image", "pipedreamer_layer")
 load("//builder:image_defaults.bzl", "DEFAULT_REGISTRY")
 
-# What `pipedreamer build` never copies to /app (builder/build.py workflow_entries:
-# hidden top-level entries, tests/, Bazel files, Dockerfile.pipedreamer, caches).
-# The layer tool applies build.py's own rules again; this only keeps such files
-# (secrets among them) out of the action's inputs. Never exclude more than
-# build.py does, or the two layers would differ.
+# What `pipedreamer build` never copies to /app (builder/build.py WORKFLOW_EXCLUSIONS):
+# hidden files and directories and `*.secrets.yaml` at any depth; at the top
+# `secrets/`, `tests/`, `bazel-*`, Bazel files and Dockerfile.pipedreamer; caches
+# everywhere. The layer tool applies build.py's own rules again; this keeps such
+# files (secrets among them) out of the action's inputs. It must match build.py
+# exactly (builder/layer_tool_test.py checks), or the two layers would differ.
 WORKFLOW_LAYER_EXCLUDES = [
-    ".*",
-    ".*/**",
+    "**/.*",
+    "**/.*/**",
+    "**/*.secrets.yaml",
+    "**/*.secrets.yaml/**",
+    "**/*.secrets.yml",
+    "**/*.secrets.yml/**",
+    "secrets",
+    "secrets/**",
     "bazel-*/**",
     "tests/**",
     "BUILD",

@@ -8,7 +8,9 @@ import sys
 from typing import Any, Awaitable, Callable, Mapping, Protocol, TextIO
 
 import aiohttp
+from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from engine.secrets import Redactor
 
@@ -42,20 +44,24 @@ class LogSink:
         stream = self.stream or sys.stderr
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         message = self.redactor.text(message)
+        # Fields are redacted as values, before JSON escapes what a secret is made of (`"`, `\`, non-ASCII, newlines).
+        extra = self.redactor.value(_plain_fields(fields)) if fields else {}
         if self.format == "json":
             record: dict[str, Any] = {"time": now, "level": level, "node": node_id, "run_id": run_id, "message": message}
-            if fields:
-                extra = json.loads(self.redactor.text(json.dumps(dict(fields), default=str)))
-                record.update({k: v for k, v in extra.items() if k not in record})
+            record.update({k: v for k, v in extra.items() if k not in record})
             stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
             suffix = f" run_id={run_id}" if run_id else ""
-            if fields:
-                suffix += "".join(f" {k}={self.redactor.text(json.dumps(v, default=str))}" for k, v in fields.items())
+            suffix += "".join(f" {k}={json.dumps(v)}" for k, v in extra.items())
             # Every line carries the node and run, so multi-line messages still grep.
             lines = message.splitlines() or [""]
             stream.write("".join(f"{now} {level.upper():<5} [{node_id}] {line}{suffix}\n" for line in lines))
         stream.flush()
+
+
+def _plain_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Log fields as JSON-like values: anything JSON cannot hold becomes its str()."""
+    return json.loads(json.dumps(dict(fields), default=str))
 
 
 class NodeLogger:
@@ -173,9 +179,11 @@ class HttpFetcher:
         method = str(kwargs.pop("method", "GET")).upper()
         if "body" in kwargs:  # fetch()-style spelling
             kwargs["data"] = kwargs.pop("body")
-        headers = CIMultiDict(auth_headers(service, self._secrets))
-        for key, value in dict(kwargs.pop("headers", None) or {}).items():
-            headers[key] = value  # the node's own headers win
+        headers = CIMultiDict(kwargs.pop("headers", None) or {})
+        # The node's own headers win over the injected credentials.
+        credentials = {k: v for k, v in auth_headers(service, self._secrets).items() if k not in headers}
+        if credentials:
+            kwargs["middlewares"] = (*kwargs.get("middlewares", ()), _credentials_for(URL(url), credentials))
         async with self._session().request(method, url, headers=headers, **kwargs) as response:
             body = await response.read()
             return Response(
@@ -186,6 +194,28 @@ class HttpFetcher:
                 response.reason or "",
                 response.get_encoding() if body else None,
             )
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    return url.scheme, url.host, url.port  # port: the scheme's default when none is written
+
+
+def _credentials_for(service: URL, credentials: Mapping[str, str]) -> ClientMiddlewareType:
+    """Adds `credentials` to each request aiohttp sends, redirects included, only while it goes to `service`'s origin.
+
+    aiohttp drops `Authorization` on a cross-origin redirect but keeps every
+    other header it was given (an `X-API-Key`), so the credentials are never
+    given to it: each hop gets them only if it is on the service's origin
+    (scheme, host and port, as browsers define it).
+    """
+    origin = _origin(service)
+
+    async def add_credentials(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        if _origin(request.url) == origin:
+            request.headers.update(credentials)
+        return await handler(request)
+
+    return add_credentials
 
 
 class RunScope:

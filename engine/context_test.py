@@ -96,3 +96,15 @@ async def test_context_exposes_scope_and_delegates_fetch():
     ctx.log.info("hello")
     assert "[node-a] hello run_id=r1" in stream.getvalue()
     assert ctx.log is ctx.log
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("secret", ['pa"ss\\word', "pässwörd-ü", "line one\nline two"])
+def test_structured_fields_are_redacted_whatever_json_escapes(fmt, secret):
+    stream = io.StringIO()
+    sink = LogSink(fmt, stream, "info", Redactor([secret]))
+    NodeLogger(sink, "n", "r").info("connecting", password=secret, nested={"list": [secret, 1]}, obj=KeyError(secret))
+    out = stream.getvalue()
+    for shown in (secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], "line two"):
+        assert shown not in out, out
+    assert "***" in out

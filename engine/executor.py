@@ -19,6 +19,8 @@ import asyncio
 import dataclasses
 import json
 import math
+import re
+import sys
 import time
 import types
 from typing import Any, Awaitable, Callable, Mapping, Protocol
@@ -156,16 +158,53 @@ def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+# A UTF-16 surrogate on its own is not a Unicode character: no UTF-8 (so no protobuf string) can hold it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# JSON can write one (`"\ud800"`) only as an escape: inputs without such an escape need no search.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Results carry numbers as google.protobuf.Value, a 64-bit float.
+_LARGEST = sys.float_info.max
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"number {_shorten(text)} is too large for a 64-bit float (the limit is about 1.8e308)")
+    return number
+
+
+def _float_sized_int(text: str) -> int:
+    # More than 310 digits is past the limit however it starts (and int() refuses past 4300).
+    if len(text) > 310 or abs(number := int(text)) > _LARGEST:
+        raise ValueError(f"number {_shorten(text)} is too large for a 64-bit float (the limit is about 1.8e308)")
+    return number
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:12]}…{text[-6:]} ({len(text)} characters)"
+
+
+# One decoder for every input: json.loads with hooks would build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_float_sized_int)
+
+
 def parse_input(data: bytes) -> Any:
     """A run's input from a request body or message payload: empty means `{}`.
 
     Raises ValueError naming what is wrong: not UTF-8, not JSON (`NaN` and
-    `Infinity` included), or nested more than MAX_JSON_DEPTH levels.
+    `Infinity` included), a number a 64-bit float cannot hold (`1e400`), a
+    lone surrogate (`"\\ud800"`, not Unicode), or nested more than
+    MAX_JSON_DEPTH levels.
     """
     if not data.strip():
         return {}
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        text = data.decode("utf-8")
+        value = _DECODER.decode(text)
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
@@ -173,18 +212,27 @@ def parse_input(data: bytes) -> Any:
         raise ValueError("nested too deeply") from None
     if too_deep(value):
         raise ValueError(f"nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    if _SURROGATE_ESCAPE.search(text) and (problem := json_problem(value, "input")):
+        raise ValueError(problem)
     return value
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+def _surrogate_problem(text: str, path: str) -> str | None:
+    found = LONE_SURROGATE.search(text)
+    if found is None:
+        return None
+    return f"{path} contains a lone surrogate U+{ord(found.group()):04X} (not valid Unicode)"
 
 
 def json_problem(value: Any, path: str = "output", depth: int = 0) -> str | None:
     """None when `value` maps to JSON (and so to google.protobuf.Value), else what is wrong and where."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is bool or value is None:
         return None
+    if kind is str:
+        return None if value.isascii() else _surrogate_problem(value, path)
+    if kind is int:
+        return None if -_LARGEST <= value <= _LARGEST else f"{path} is an integer too large for a 64-bit float"
     if kind is float:
         return None if math.isfinite(value) else f"{path} is {value!r} (not a finite number)"
     if depth >= MAX_JSON_DEPTH and isinstance(value, (dict, list, tuple)):
@@ -194,6 +242,8 @@ def json_problem(value: Any, path: str = "output", depth: int = 0) -> str | None
         for key, item in value.items():
             if type(key) is not str:
                 return f"{path} has a non-string key {key!r} ({type(key).__name__})"
+            if not key.isascii() and (problem := _surrogate_problem(key, f"a key of {path}")):
+                return problem
             problem = json_problem(item, f"{path}.{key}", depth + 1)
             if problem:
                 return problem
@@ -205,8 +255,10 @@ def json_problem(value: Any, path: str = "output", depth: int = 0) -> str | None
                 return problem
         return None
     # Subclasses (IntEnum, OrderedDict, str enums …) are fine: protobuf takes them too.
-    if isinstance(value, (str, int)):
-        return None
+    if isinstance(value, str):
+        return json_problem(str(value), path, depth)
+    if isinstance(value, int):
+        return json_problem(int(value), path, depth)
     if isinstance(value, float):
         return json_problem(float(value), path, depth)
     if isinstance(value, dict):
@@ -356,8 +408,7 @@ class _Run:
             began = _now()
         record.duration = _now() - start
         if record.status == SUCCEEDED:
-            kind = type(output)
-            if kind is int or kind is str or output is None or kind is bool or (problem := json_problem(output)) is None:
+            if (problem := json_problem(output)) is None:
                 record.output = output
                 self.outputs[node_id] = output
             else:

@@ -411,6 +411,10 @@ async def test_output_that_is_not_json_fails_the_node_with_a_clear_error():
         ({1: "x"}, "output has a non-string key 1 (int)"),
         ([object()], "output[0] is a object"),
         ({"t": time}, "output.t is a module"),
+        ({"s": "ok 😀 " + chr(0xD800)}, "output.s contains a lone surrogate U+D800 (not valid Unicode)"),
+        ({chr(0xDC00): 1}, "a key of output contains a lone surrogate U+DC00 (not valid Unicode)"),
+        ([10**308], None),
+        ([10**400], "output[0] is an integer too large for a 64-bit float"),
     ],
 )
 def test_json_problem(value, problem):

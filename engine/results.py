@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
-from engine.executor import RunOutcome
+from engine.executor import LONE_SURROGATE, RunOutcome
 from engine.secrets import Redactor
 from proto.pipedreamer.v1 import execution_pb2
 
@@ -28,7 +28,7 @@ def build_result(
         workflow=workflow,
         version=version,
         status=outcome.status,
-        error=redact.text(outcome.error) if redact else outcome.error,
+        error=_text(redact.text(outcome.error) if redact else outcome.error),
         trigger=trigger,
     )
     _set_time(result.started_at, outcome.started_at)
@@ -43,7 +43,7 @@ def build_result(
         entry.status = node.status
         entry.attempts = node.attempts
         if node.error:
-            entry.error = redact.text(node.error) if redact else node.error
+            entry.error = _text(redact.text(node.error) if redact else node.error)
         started = node.started_at
         if started is not None:
             whole = int(started)
@@ -56,11 +56,17 @@ def build_result(
         if node.status == succeeded:
             output = node.output
             kind = type(output)
-            if kind is int or kind is float:
+            # Without secrets a number goes straight in; with them it may be one (`pin: 4821`).
+            if (kind is int or kind is float) and redact is None:
                 entry.output.number_value = output
             else:
                 set_value(entry.output, redact.value(output) if redact else output)
     return result
+
+
+def _text(text: str) -> str:
+    """An error message as a protobuf string can hold it: a lone surrogate (a node's own doing) becomes U+FFFD."""
+    return text if text.isascii() else LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _set_time(message: timestamp_pb2.Timestamp | duration_pb2.Duration, seconds: float) -> None:

@@ -101,3 +101,13 @@ def test_to_value_round_trips(value):
 def test_to_value_rejects_other_types():
     with pytest.raises(TypeError, match="set is not JSON-serialisable"):
         to_value({1, 2})
+
+
+def test_a_node_returning_a_numeric_secret_is_redacted_in_its_node_output_too():
+    redactor = Redactor.for_secrets({"door": {"pin": 4821}})
+    nodes = {"leak": NodeOutcome(SUCCEEDED, 4821, 1, "", 1.0, 0.0), "other": NodeOutcome(SUCCEEDED, 4822, 1, "", 1.0, 0.0)}
+    result = build_result(outcome(output={"leak": 4821, "other": 4822}, nodes=nodes),
+                          run_id="r", workflow="w", version="1", redactor=redactor)  # fmt: skip
+    assert "4821" not in result_to_json(result)
+    assert result.nodes["leak"].output.string_value == "***"
+    assert result.nodes["other"].output.number_value == 4822

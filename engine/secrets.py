@@ -13,6 +13,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from engine.yaml_values import YAMLValueError, load_plain_yaml
+
 SECRETS_DIR = ".secrets"
 SECRETS_YAML = ".secrets.yaml"
 MOUNT_DIR = Path("/app/secrets")
@@ -67,12 +69,13 @@ def read_secrets_yaml(path: Path) -> Secrets:
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretsError(path, f"cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        # The spec parser's reader: aliases count against its limit, so a "billion laughs" is refused, not expanded.
+        data = load_plain_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}: " if mark else ""
         raise SecretsError(path, f"invalid YAML: {where}{exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, YAMLValueError) as exc:
         raise SecretsError(path, f"invalid YAML: {exc}") from None
     if data is None:
         return {}
@@ -132,14 +135,42 @@ def _collect(value: Any, found: set[str]) -> None:
             found.add(text)
 
 
+# A line of a multi-line secret (a PEM key's) is redacted on its own from this
+# length on; shorter lines (`}`, `-----`, a PEM's last few characters) would
+# mask ordinary text everywhere.
+MIN_SECRET_LINE = 8
+
+
+def secret_forms(value: str) -> set[str]:
+    """The texts that show `value`: itself, each long enough line of it, and those as JSON and repr() escape them."""
+    pieces = {value}
+    lines = [line.strip() for line in value.splitlines()]
+    if len(lines) > 1:
+        pieces.update(line for line in lines if len(line) >= MIN_SECRET_LINE)
+    forms = set(pieces)
+    for piece in pieces:
+        # An error message quoting the value (a repr, a JSON body) shows it escaped.
+        forms.update((json.dumps(piece)[1:-1], json.dumps(piece, ensure_ascii=False)[1:-1], repr(piece)[1:-1]))
+    return {form for form in forms if form}
+
+
 class Redactor:
-    """Replaces every secret value with `***` in text and in JSON-like values."""
+    """Replaces every secret value with `***` in text and in JSON-like values.
+
+    A value is also found line by line (multi-line secrets) and escaped as
+    JSON or repr() would show it; `value()` redacts a value's strings before
+    anything serialises them.
+    """
 
     def __init__(self, values: Iterable[str] = ()):
-        values = sorted({v for v in values if v}, key=lambda s: (-len(s), s))
+        wanted = {v for v in values if v}
+        forms: set[str] = set()
+        for value in wanted:
+            forms |= secret_forms(value)
         # Longest first, so a secret containing another is replaced whole.
-        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
-        self._values = frozenset(values)  # a number equal to a secret (`pin: 1234`) is one too
+        ordered = sorted(forms, key=lambda s: (-len(s), s))
+        self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+        self._values = frozenset(forms)  # a number equal to a secret (`pin: 1234`) is one too
 
     @classmethod
     def for_secrets(cls, secrets: Mapping[str, Any]) -> "Redactor":

@@ -124,3 +124,32 @@ def test_empty_redactor_is_a_no_op():
 def test_regex_characters_in_secrets_are_literal():
     redactor = Redactor(["a.b*c"])
     assert redactor.text("aXbbc a.b*c") == f"aXbbc {REDACTED}"
+
+
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKB\nAw==\n-----END PRIVATE KEY-----\n"
+
+
+def test_a_multi_line_secret_is_redacted_line_by_line():
+    redactor = Redactor.for_secrets({"tls": {"key": PEM}})
+    quoted = f"ValueError: bad key line 'MIIEvQIBADANBgkqhkiG9w0BAQEFAASC' in {PEM.splitlines()[2]!r}"
+    assert redactor.text(quoted) == f"ValueError: bad key line '{REDACTED}' in '{REDACTED}'"
+    assert "MIIEvQ" not in redactor.text(json.dumps({"key": PEM}))
+    # Short lines stay, or `Aw==` and `}` would be masked in every text.
+    assert redactor.text("Aw== is short") == "Aw== is short"
+
+
+@pytest.mark.parametrize("secret", ['pa"ss', "back\\slash", "pässwörd", "two\nlines-of-it"])
+def test_a_secret_is_redacted_where_json_or_repr_escape_it(secret):
+    redactor = Redactor([secret])
+    for shown in (json.dumps(secret), json.dumps(secret, ensure_ascii=False), repr(secret), repr(KeyError(secret))):
+        assert redactor.text(f"x {shown} y") in (f'x "{REDACTED}" y', f"x '{REDACTED}' y", f"x KeyError('{REDACTED}') y",
+                                                 f'x KeyError("{REDACTED}") y'), shown
+
+
+def test_a_yaml_alias_bomb_is_refused_not_expanded(workflow):
+    lol = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join([f'*{chr(ord(c) - 1)}'] * 10)}]\n" for c in "bcdefghi"
+    )
+    write(workflow / ".secrets.yaml", lol)
+    with pytest.raises(SecretsError, match=r"\.secrets\.yaml: invalid YAML: .*document too large"):
+        load_secrets(workflow, mount_dir=None)

@@ -19,13 +19,11 @@ import yaml
 from croniter import croniter
 from google.protobuf import struct_pb2
 
+from engine.yaml_values import PlainValues, YAMLValueError
 from proto.pipedreamer.v1 import workflow_pb2
 
 WORKFLOW_FILE = "workflow.yaml"
 MAX_NAME_LENGTH = 63
-# Aliases can blow a small document up exponentially ("billion laughs").
-MAX_YAML_NODES = 100_000
-MAX_NESTING = 64
 
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _NODE_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -242,15 +240,6 @@ def find_async_run(source: str, filename: str) -> str | None:
     return None
 
 
-class _BadValue(ValueError):
-    """A value deep inside the document that cannot be used; knows its field path."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
 class _Parser:
     """Walks the composed YAML tree so every value keeps its line."""
 
@@ -259,7 +248,8 @@ class _Parser:
         self.directory = directory
         self.check_sources = check_sources
         self.problems: list[Problem] = []
-        self._visited = 0
+        # One budget for the whole document: aliases anywhere count against it.
+        self._values = PlainValues()
 
     # -- reporting -------------------------------------------------------
 
@@ -329,36 +319,9 @@ class _Parser:
             result[key] = (key_node, value_node)
         return result
 
-    def plain(self, node: yaml.Node, field: str, _open: frozenset[int] = frozenset()) -> Any:
-        """A YAML value as plain Python (JSON-compatible), or raises ValueError."""
-        self._visited += 1
-        if self._visited > MAX_YAML_NODES:
-            raise _BadValue(field, f"document too large (more than {MAX_YAML_NODES} values after aliases)")
-        if id(node) in _open:
-            raise _BadValue(field, "recursive YAML alias (a value that contains itself)")
-        if len(_open) > MAX_NESTING:
-            raise _BadValue(field, f"nested more than {MAX_NESTING} levels deep")
-        _open = _open | {id(node)}
-        if isinstance(node, yaml.ScalarNode):
-            try:
-                value = yaml.SafeLoader("").construct_object(node)
-            except (yaml.YAMLError, ValueError, TypeError) as exc:
-                raise _BadValue(field, f"cannot read value {node.value!r}: {getattr(exc, 'problem', None) or exc}") from None
-            if value is None or isinstance(value, (bool, int, float, str)):
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise _BadValue(field, f"{node.value!r} is not a finite number")
-                return value
-            raise _BadValue(field, f"{type(value).__name__} values are not supported; quote it")
-        if isinstance(node, yaml.SequenceNode):
-            return [self.plain(item, f"{field}[{i}]", _open) for i, item in enumerate(node.value)]
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    raise _BadValue(field, "keys must be plain strings")
-                out[key_node.value] = self.plain(value_node, f"{field}.{key_node.value}", _open)
-            return out
-        raise _BadValue(field, "unsupported YAML node")
+    def plain(self, node: yaml.Node, field: str) -> Any:
+        """A YAML value as plain Python (JSON-compatible), or raises YAMLValueError."""
+        return self._values.value(node, field)
 
     def scalar(self, node: yaml.Node, field: str, kinds: tuple[type, ...], expected: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
@@ -366,7 +329,7 @@ class _Parser:
             return None
         try:
             value = self.plain(node, field)
-        except _BadValue as exc:
+        except YAMLValueError as exc:
             self.error(node, exc.field, exc.message)
             return None
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
@@ -493,7 +456,7 @@ class _Parser:
             else:
                 try:
                     value = self.plain(value_node, field)
-                except _BadValue as exc:
+                except YAMLValueError as exc:
                     self.error(value_node, exc.field, exc.message)
                     continue
                 spec.config.extras.update({key: value})

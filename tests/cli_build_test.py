@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -106,3 +108,30 @@ def test_dockerfile_is_written_for_docker_users(tmp_path, env):
     assert result.returncode == 0, result.stderr
     text = (project / "Dockerfile.pipedreamer").read_text()
     assert "USER 65534" in text and "/app" in text
+
+
+def test_secrets_files_at_any_depth_never_reach_the_image(tmp_path, env, base):
+    project = tmp_path / "hello"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", ".secrets*"))
+    secret = "sk_live_NeverInTheImage42"
+    planted = [".secrets.yaml", ".env", "nodes/.env", "nodes/.secrets.yaml", "nodes/.secrets/stripe",
+               "nodes/lib/.secrets/github", "prod.secrets.yaml", "nodes/staging.secrets.yaml", "secrets/stripe"]  # fmt: skip
+    for rel in planted:
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text(f"stripe:\n  api_key: {secret}\n")
+    result = cli(env, "build", str(project), "--base", str(base), "--oci-layout", str(tmp_path / "out"), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    manifest = json.loads(blob(tmp_path / "out", index["manifests"][0]["digest"]).read_bytes())
+    with tarfile.open(blob(tmp_path / "out", manifest["layers"][-1]["digest"])) as layer:
+        names = layer.getnames()
+    assert "app/workflow.yaml" in names and "app/nodes/greet.py" in names
+    in_app = [n.removeprefix("app/") for n in names if n.startswith("app/")]
+    assert not [n for n in in_app if "secrets" in n or any(part.startswith(".") for part in n.split("/"))], in_app
+    for entry in manifest["layers"]:
+        data = gzip.decompress(blob(tmp_path / "out", entry["digest"]).read_bytes())
+        assert secret.encode() not in data, f"a secret reached layer {entry['digest']}"
+
+
+def blob(layout: pathlib.Path, digest: str) -> pathlib.Path:
+    return layout / "blobs" / "sha256" / digest.split(":", 1)[1]

@@ -3,8 +3,8 @@
 Runs on the same event loop as the HTTP server and shares its `RunGate`: a
 draining engine answers UNAVAILABLE (and health NOT_SERVING), a full one
 RESOURCE_EXHAUSTED. A failed run is still an OK call whose result says FAILED.
-A request protobuf cannot decode (an input nested too deeply, for one) is
-INVALID_ARGUMENT.
+A request protobuf cannot decode (an input nested too deeply, for one), or
+whose input JSON could not hold (NaN, an infinity), is INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from engine.executor import json_problem
 from engine.serve.admission import AtCapacity, Draining, RunGate
 from engine.spec import value_to_python
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
@@ -57,6 +58,10 @@ class WorkflowServicer(execution_pb2_grpc.WorkflowServiceServicer):
             self.gate.metrics.rejected("bad_request")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid RunRequest: {request.reason}")
         payload = value_to_python(request.input) if request.HasField("input") else {}
+        # A Value can hold what JSON cannot (NaN, infinities); the HTTP and NATS inputs are JSON.
+        if problem := json_problem(payload, "input"):
+            self.gate.metrics.rejected("bad_request")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid input: {problem}")
         try:
             return await self.gate.run(payload, trigger=request.trigger)
         except AtCapacity as exc:
