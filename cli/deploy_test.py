@@ -31,17 +31,17 @@ def test_dry_run_prints_yaml_with_redacted_secrets(workflow, capsys):
     assert main(["deploy", str(workflow), "--dry-run", "--registry", "localhost:5000", "-n", "team"]) == 0
     out = capsys.readouterr().out
     docs = list(yaml.safe_load_all(out))
-    assert [d["kind"] for d in docs] == ["Secret", "Service", "Deployment", "CronJob"]
+    assert [d["kind"] for d in docs] == ["NetworkPolicy", "Secret", "Service", "Deployment", "CronJob"]
     assert "ghp_topsecret" not in out
-    assert docs[0]["stringData"] == {"github": "<redacted>"}
-    assert docs[2]["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost:5000/github-digest:1.0.0"
+    assert docs[1]["stringData"] == {"github": "<redacted>"}
+    assert docs[3]["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost:5000/github-digest:1.0.0"
     assert all(d["metadata"]["namespace"] == "team" for d in docs)
 
 
 def test_show_secrets(workflow, capsys):
     assert main(["deploy", str(workflow), "--dry-run", "--registry", "r", "--show-secrets"]) == 0
-    docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert json.loads(docs[0]["stringData"]["github"]) == {"token": "ghp_topsecret"}
+    secret = next(d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "Secret")
+    assert json.loads(secret["stringData"]["github"]) == {"token": "ghp_topsecret"}
 
 
 def test_cluster_registry_wins_and_json_is_one_document(workflow, capsys):

@@ -30,6 +30,7 @@ def objects_of(admin, ns, name):
         "deployment": admin.get(kinds.DEPLOYMENT, name, ns),
         "service": admin.get(kinds.SERVICE, name, ns),
         "secret": admin.get(kinds.SECRET, f"{name}-secrets", ns),
+        "networkpolicy": admin.get(kinds.NETWORK_POLICY, name, ns),
         "cronjobs": {c["metadata"]["name"]: c for c in admin.list(kinds.CRONJOB, ns)},
     }
 
@@ -37,7 +38,7 @@ def objects_of(admin, ns, name):
 def versions(objs):
     """resourceVersions, except the Deployment's, which its controller bumps on status updates:
     for it, the spec generation and the time of pipedreamer's last apply."""
-    rvs = {k: objs[k]["metadata"]["resourceVersion"] for k in ("service", "secret") if objs[k]}
+    rvs = {k: objs[k]["metadata"]["resourceVersion"] for k in ("service", "secret", "networkpolicy") if objs[k]}
     rvs.update({n: c["metadata"]["resourceVersion"] for n, c in objs["cronjobs"].items()})
     deployment = objs["deployment"]["metadata"]
     rvs["deployment-generation"] = deployment["generation"]
@@ -54,8 +55,9 @@ def test_deploy_creates_objects_with_our_fields(kube, admin, ns, tmp_path):
     doc = result.json()
     assert doc["changed"] is True
     assert {(o["kind"], o["action"]) for o in doc["objects"]} == {
-        ("Secret", "created"), ("Service", "created"), ("Deployment", "created"), ("CronJob", "created")
-    }
+        ("NetworkPolicy", "created"), ("Secret", "created"), ("Service", "created"), ("Deployment", "created"),
+        ("CronJob", "created"),
+    }  # fmt: skip
 
     objs = objects_of(admin, ns, "flow")
     deployment = objs["deployment"]
@@ -99,7 +101,7 @@ def test_second_deploy_is_a_noop(kube, admin, ns, tmp_path):
     again = deploy(kube, ns, wf)
     assert again.code == 0, again.err
     assert "no changes" in again.out
-    assert again.out.count(" unchanged") == 4
+    assert again.out.count(" unchanged") == 5
     assert versions(objects_of(admin, ns, "same")) == before
 
 
