@@ -363,3 +363,18 @@ def test_namespace_scoped_user_is_told_to_pass_apiserver_cidr_and_nothing_is_app
     assert labelled(admin, ns, "scoped") == {
         ("NetworkPolicy", "scoped"), ("Secret", "scoped-secrets"), ("Service", "scoped"), ("Deployment", "scoped")
     }
+
+
+def test_a_refused_object_leaves_nothing_half_applied(kube, admin, ns, tmp_path):
+    without_cronjobs = [rule for rule in DEPLOYER_RULES if rule["apiGroups"] != ["batch"]]
+    grant_user(admin, ns, NOACCESS_USER, without_cronjobs)
+    wf = make_workflow(tmp_path, "partial", crons=[("daily", "0 9 * * *")], secrets={"k": "v"})
+    result = cli("deploy", str(wf), "-n", ns, "--registry", REGISTRY, "--apiserver-cidr", "192.0.2.50",
+                 kubeconfig=kube.kubeconfig_noaccess)  # fmt: skip
+    assert result.code == 1
+    assert "not allowed to patch cronjobs.batch" in result.err, result.err
+    assert labelled(admin, ns, "partial") == set(), "the dry run of every object comes before the first apply"
+
+    again = deploy(kube, ns, wf)  # an admin may: the same objects, all of them
+    assert again.code == 0, again.err
+    assert ("CronJob", "partial-cron") in labelled(admin, ns, "partial")

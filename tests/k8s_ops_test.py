@@ -175,7 +175,9 @@ def test_user_without_rights_is_told_what_is_forbidden(kube, admin, ns, tmp_path
     wf = make_workflow(tmp_path, "denied")
     deploy(kube, ns, wf)
     expectations = {
-        ("deploy", str(wf), "--registry", REGISTRY, "--apiserver-cidr", "192.0.2.9"): ["get networkpolicies.networking.k8s.io"],
+        ("deploy", str(wf), "--registry", REGISTRY, "--apiserver-cidr", "192.0.2.9"): [
+            "patch networkpolicies.networking.k8s.io", "create networkpolicies.networking.k8s.io",
+        ],
         ("list",): ["list deployments.apps"],
         ("status", "denied"): ["get deployments.apps"],
         ("logs", "denied"): ["list pods"],
