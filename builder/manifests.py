@@ -1,8 +1,9 @@
 """Kubernetes manifests for a workflow: pure functions of the spec, the image and options.
 
-Deployment + Service + Secret `{name}-secrets` + one CronJob per cron trigger,
-hardened for the `restricted` Pod Security Standard and gVisor, rendered as
-plain dicts (what server-side apply sends) and as multi-document YAML.
+NetworkPolicy + Deployment + Service + Secret `{name}-secrets` + one CronJob
+per cron trigger, hardened for the `restricted` Pod Security Standard and
+gVisor, rendered as plain dicts (what server-side apply sends) and as
+multi-document YAML.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ LABEL_PART_OF = "app.kubernetes.io/part-of"
 COMPONENT_ENGINE = "engine"
 COMPONENT_CRON = "cron-trigger"
 SECRET_CHECKSUM_ANNOTATION = "pipedreamer.dev/secret-checksum"
+# A pod labelled `pipedreamer.dev/invoke: NAME` in the workflow's namespace may
+# call the engine of workflow NAME (its NetworkPolicy admits it); the
+# CronJobs' pods carry it.
+INVOKE_LABEL = "pipedreamer.dev/invoke"
 TRIGGER_ANNOTATION = "pipedreamer.dev/trigger"
 
 HTTP_PORT = 8080
@@ -95,6 +100,9 @@ class ManifestOptions:
     cron_resources: Resources = CURL_RESOURCES
     tmp_size: str = "64Mi"
     cron_timeout_seconds: int = DEFAULT_CRON_TIMEOUT_SECONDS
+    # CIDRs the API server's service proxy (`pipedreamer run`) connects from;
+    # empty leaves that rule out of the NetworkPolicy (the proxy is refused).
+    apiserver_cidrs: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------- names
@@ -167,6 +175,11 @@ def workflow_labels(spec: workflow_pb2.WorkflowSpec, component: str | None = Non
 def selector_labels(name: str) -> dict[str, str]:
     """The engine pods of one workflow (Deployment and Service selector; immutable once applied)."""
     return {LABEL_NAME: name, LABEL_COMPONENT: COMPONENT_ENGINE}
+
+
+def invoke_labels(name: str) -> dict[str, str]:
+    """The label that lets a pod call workflow `name`'s engine."""
+    return {INVOKE_LABEL: name}
 
 
 def workflow_selector(name: str) -> str:
@@ -369,7 +382,8 @@ def render_cronjobs(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -
             "securityContext": _container_security_context(CURL_UID, CURL_GID),
         }
         pod = {
-            "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+            # The invoke label is what the workflow's NetworkPolicy admits.
+            "metadata": {"labels": {**labels, **invoke_labels(spec.name)}, "annotations": dict(annotations)},
             "spec": {
                 # A failed run is not retried by Kubernetes: /run is not idempotent,
                 # and the engine already retries nodes. The next schedule runs again.
@@ -414,13 +428,46 @@ def render_cronjobs(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -
     return jobs
 
 
+def render_network_policy(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -> dict:
+    """Ingress to the workflow's engine pods only from its callers.
+
+    Pods of the namespace labelled `pipedreamer.dev/invoke: NAME` (the
+    CronJobs' among them) on HTTP and gRPC, and the API server's service proxy
+    (`options.apiserver_cidrs`) on HTTP, the only port it proxies to. Egress is
+    left alone: the permission lock's --allow-net governs it. Policies add up,
+    so other callers (Prometheus on /metrics) get a policy of their own.
+    """
+    http = {"protocol": "TCP", "port": HTTP_PORT}
+    grpc = {"protocol": "TCP", "port": GRPC_PORT}
+    ingress: list[dict] = [{"from": [{"podSelector": {"matchLabels": invoke_labels(spec.name)}}], "ports": [http, grpc]}]
+    if options.apiserver_cidrs:
+        ingress.append({"from": [{"ipBlock": {"cidr": cidr}} for cidr in options.apiserver_cidrs], "ports": [dict(http)]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": spec.name,
+            "namespace": options.namespace,
+            "labels": workflow_labels(spec, COMPONENT_ENGINE),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(spec.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
 def render_manifests(
     spec: workflow_pb2.WorkflowSpec,
     options: ManifestOptions,
     secrets: Mapping[str, str] | None = None,
 ) -> list[dict]:
-    """Every object of a deployment, in apply order: Secret, Service, Deployment, CronJobs."""
-    objects: list[dict] = []
+    """Every object of a deployment, in apply order: NetworkPolicy, Secret, Service, Deployment, CronJobs.
+
+    The policy comes first so that no engine pod ever runs without it.
+    """
+    objects: list[dict] = [render_network_policy(spec, options)]
     checksum = None
     if secrets:
         objects.append(render_secret(spec.name, options.namespace, workflow_labels(spec, COMPONENT_ENGINE), secrets))

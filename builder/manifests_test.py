@@ -11,6 +11,7 @@ from builder.manifests import (
     DEFAULT_CURL_IMAGE,
     SECRET_CHECKSUM_ANNOTATION,
     ManifestOptions,
+    render_network_policy,
     cronjob_names,
     image_reference,
     label_value,
@@ -174,9 +175,9 @@ def test_secret_checksum_annotation_rolls_pods_when_secrets_change():
 def test_manifests_order_and_secret_only_when_given():
     spec = spec_with(ONE_CRON)
     kinds = [o["kind"] for o in render_manifests(spec, OPTIONS, {"k": "v"})]
-    assert kinds == ["Secret", "Service", "Deployment", "CronJob"]
+    assert kinds == ["NetworkPolicy", "Secret", "Service", "Deployment", "CronJob"], "the policy before any pod"
     kinds = [o["kind"] for o in render_manifests(spec, OPTIONS, None)]
-    assert kinds == ["Service", "Deployment", "CronJob"]
+    assert kinds == ["NetworkPolicy", "Service", "Deployment", "CronJob"]
     for obj in render_manifests(spec, OPTIONS, {"k": "v"}):
         assert obj["metadata"]["namespace"] == "team"
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "pipedreamer"
@@ -259,6 +260,67 @@ def test_engine_selector_does_not_match_cron_pods():
 
 def test_default_curl_image_is_pinned_by_digest():
     assert re.fullmatch(r"curlimages/curl:[0-9.]+@sha256:[0-9a-f]{64}", DEFAULT_CURL_IMAGE)
+
+
+# ----------------------------------------------------------- network policy
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    """How the API server reads a matchLabels selector."""
+    return selector["matchLabels"].items() <= labels.items()
+
+
+def pod_labels(spec, options=OPTIONS):
+    objects = render_manifests(spec, options)
+    engine = by_kind(objects, "Deployment")[0]["spec"]["template"]["metadata"]["labels"]
+    crons = [j["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"] for j in by_kind(objects, "CronJob")]
+    return engine, crons
+
+
+def test_network_policy_isolates_only_this_workflows_engine_pods():
+    spec = spec_with(TWO_CRON)
+    policy = render_network_policy(spec, OPTIONS)
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    assert policy["metadata"]["name"] == "digest" and policy["metadata"]["namespace"] == "team"
+    assert policy["spec"]["policyTypes"] == ["Ingress"], "egress is the permission lock's (--allow-net)"
+    assert "egress" not in policy["spec"]
+    engine, crons = pod_labels(spec)
+    assert matches(policy["spec"]["podSelector"], engine)
+    assert not any(matches(policy["spec"]["podSelector"], labels) for labels in crons)
+    other_engine, _ = pod_labels(parse_spec(BASE.replace("name: digest", "name: digest-two")).spec)
+    assert not matches(policy["spec"]["podSelector"], other_engine)
+
+
+def test_network_policy_admits_invoke_labelled_pods_and_the_cron_jobs_on_both_ports():
+    spec = spec_with(TWO_CRON)
+    (pods_rule,) = render_network_policy(spec, OPTIONS)["spec"]["ingress"]
+    (peer,) = pods_rule["from"]
+    assert set(peer) == {"podSelector"}, "no namespaceSelector: only pods of the workflow's own namespace"
+    assert peer["podSelector"] == {"matchLabels": {"pipedreamer.dev/invoke": "digest"}}
+    assert pods_rule["ports"] == [{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": 9090}]
+    engine, crons = pod_labels(spec)
+    assert len(crons) == 2 and all(matches(peer["podSelector"], labels) for labels in crons)
+    assert not matches(peer["podSelector"], engine), "an engine replica is no caller"
+    _, other_crons = pod_labels(parse_spec(BASE.replace("name: digest", "name: other") + f"triggers:\n{ONE_CRON}").spec)
+    assert not matches(peer["podSelector"], other_crons[0]), "another workflow's cron job may not call this one"
+
+
+def test_network_policy_admits_the_api_server_proxy_on_http_only():
+    options = ManifestOptions(namespace="team", image="i:1", apiserver_cidrs=("192.0.2.10/32", "2001:db8::10/128"))
+    rules = render_network_policy(spec_with(), options)["spec"]["ingress"]
+    assert rules[1] == {
+        "from": [{"ipBlock": {"cidr": "192.0.2.10/32"}}, {"ipBlock": {"cidr": "2001:db8::10/128"}}],
+        "ports": [{"protocol": "TCP", "port": 8080}],
+    }
+
+
+def test_network_policy_without_api_server_addresses_admits_no_one_else():
+    rules = render_network_policy(spec_with(), OPTIONS)["spec"]["ingress"]
+    assert len(rules) == 1 and "ipBlock" not in json.dumps(rules)
+    for options in (OPTIONS, ManifestOptions(namespace="n", image="i:1", apiserver_cidrs=("10.0.0.1/32",))):
+        for rule in render_network_policy(spec_with(), options)["spec"]["ingress"]:
+            # A rule without `from` (or with an empty one) admits every source.
+            assert rule["from"] and all(peer for peer in rule["from"]), rule
 
 
 # --------------------------------------------------------------------- yaml

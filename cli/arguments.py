@@ -1,8 +1,9 @@
-"""Argument types shared by commands: durations and JSON input."""
+"""Argument types shared by commands: durations, CIDRs and JSON input."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import pathlib
 import sys
@@ -18,6 +19,27 @@ def duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cidr(text: str, flag: str) -> str:
+    """`flag`'s value as a normalised CIDR; a bare address is a CIDR of just itself (/32, /128).
+
+    Raises CommandError (exit 1) naming the flag and what it expects.
+    """
+    value = text.strip()
+    expected = f"{flag} expects an IPv4 or IPv6 CIDR such as 192.0.2.10/32 or 2001:db8::/64 (repeat the flag for several)"
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        try:
+            wider = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise CommandError(f"{flag} {text!r}: not a CIDR ({exc}); {expected}") from None
+        raise CommandError(
+            f"{flag} {text!r}: host bits are set; write the network ({wider}) or the single address "
+            f"({value.split('/')[0]}/{wider.max_prefixlen}); {expected}"
+        ) from None
+    return f"{network.network_address.compressed}/{network.prefixlen}"
 
 
 def json_input(text: str | None) -> Any:

@@ -1,4 +1,9 @@
-"""`pipedreamer deploy [DIR]`: render the workflow's manifests and server-side apply them."""
+"""`pipedreamer deploy [DIR]`: render the workflow's manifests and server-side apply them.
+
+The NetworkPolicy's rule for the API server's service proxy needs the
+addresses it connects from: `--apiserver-cidr`, else what the cluster
+publishes for `default/kubernetes` (read before anything is applied).
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,13 @@ from builder.manifests import (
     to_yaml,
 )
 from builder.secrets_manifest import load_secret_data, secret_name
-from cli.arguments import duration
+from cli.arguments import cidr, duration
 from cli.errors import CommandError
 from cli.output import Output
 from engine.compiler import compile_dag
 from engine.spec import load_spec
+from k8s.apiserver import WHERE as APISERVER_WHERE
+from k8s.apiserver import read_apiserver_cidrs
 from k8s.apply import deploy_objects, wait_for_rollout
 from k8s.client import connect, resolve_namespace
 
@@ -44,6 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force-conflicts", action="store_true", help="take over fields another field manager owns (server-side apply force)"
     )
+    parser.add_argument(
+        "--apiserver-cidr",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="where the API server's service proxy (`pipedreamer run`) connects from, for the NetworkPolicy "
+        "(repeatable; default: the addresses in the EndpointSlices of default/kubernetes, read when applying)",
+    )
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
@@ -51,6 +66,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         raise CommandError("--replicas must be 0 or more")
     if args.show_secrets and not args.dry_run:
         raise CommandError("--show-secrets only applies to --dry-run")
+    apiserver_cidrs = tuple(dict.fromkeys(cidr(text, "--apiserver-cidr") for text in args.apiserver_cidr))
     loaded = load_spec(args.dir)
     compile_dag(loaded.spec)
     spec = loaded.spec
@@ -64,28 +80,42 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if secrets and secrets.ignored:
         out.warning(f"{secrets.ignored} is ignored: {secrets.source} takes precedence")
 
-    cluster = None
+    def render(namespace: str, cidrs: tuple[str, ...]) -> list[dict]:
+        options = ManifestOptions(
+            namespace=namespace,
+            image=image,
+            replicas=args.replicas,
+            runtime_class=args.runtime_class or None,
+            curl_image=args.curl_image,
+            apiserver_cidrs=cidrs,
+        )
+        return render_manifests(spec, options, secrets.data if secrets else None)
+
     if args.dry_run:
         namespace = resolve_namespace(args.kubeconfig, args.context, args.namespace)
-    else:
-        cluster = connect(args.kubeconfig, args.context, args.namespace)
-        namespace = cluster.namespace
-    options = ManifestOptions(
-        namespace=namespace,
-        image=image,
-        replicas=args.replicas,
-        runtime_class=args.runtime_class or None,
-        curl_image=args.curl_image,
-    )
-    objects = render_manifests(spec, options, secrets.data if secrets else None)
-
-    if args.dry_run:
+        if not apiserver_cidrs:
+            out.info(
+                "note: the NetworkPolicy shown has no rule for the API server's service proxy (`pipedreamer run`): "
+                f"deploy reads its addresses from {APISERVER_WHERE} when it applies; "
+                "pass --apiserver-cidr to render them here"
+            )
+        objects = render(namespace, apiserver_cidrs)
         shown = objects if args.show_secrets else redact_secrets(objects)
-        out.result({"namespace": namespace, "image": image, "manifests": shown}, to_yaml(shown))
+        out.result(
+            {"namespace": namespace, "image": image, "apiserver_cidrs": list(apiserver_cidrs), "manifests": shown},
+            to_yaml(shown),
+        )
         return 0
 
-    assert cluster is not None
-    with cluster:
+    with connect(args.kubeconfig, args.context, args.namespace) as cluster:
+        namespace = cluster.namespace
+        # Read before anything is applied: when they cannot be, nothing is.
+        cidrs = apiserver_cidrs or read_apiserver_cidrs(cluster)
+        objects = render(namespace, cidrs)
+        out.info(
+            f"NetworkPolicy {spec.name!r} admits the API server's service proxy from {', '.join(cidrs)} "
+            f"({'--apiserver-cidr' if apiserver_cidrs else APISERVER_WHERE})"
+        )
         if secrets is None:
             out.info(f"no .secrets/ or .secrets.yaml in {args.dir}: Secret {secret_name(spec.name)!r} is not applied (an existing one stays)")
         applied = deploy_objects(cluster, spec.name, objects, force=args.force_conflicts)
@@ -111,6 +141,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
             "version": spec.version,
             "namespace": namespace,
             "image": image,
+            "apiserver_cidrs": list(cidrs),
             "changed": bool(changed),
             "objects": [a.to_dict() for a in applied],
             "rollout": rollout,

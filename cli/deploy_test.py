@@ -31,17 +31,17 @@ def test_dry_run_prints_yaml_with_redacted_secrets(workflow, capsys):
     assert main(["deploy", str(workflow), "--dry-run", "--registry", "localhost:5000", "-n", "team"]) == 0
     out = capsys.readouterr().out
     docs = list(yaml.safe_load_all(out))
-    assert [d["kind"] for d in docs] == ["Secret", "Service", "Deployment", "CronJob"]
+    assert [d["kind"] for d in docs] == ["NetworkPolicy", "Secret", "Service", "Deployment", "CronJob"]
     assert "ghp_topsecret" not in out
-    assert docs[0]["stringData"] == {"github": "<redacted>"}
-    assert docs[2]["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost:5000/github-digest:1.0.0"
+    assert docs[1]["stringData"] == {"github": "<redacted>"}
+    assert docs[3]["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost:5000/github-digest:1.0.0"
     assert all(d["metadata"]["namespace"] == "team" for d in docs)
 
 
 def test_show_secrets(workflow, capsys):
     assert main(["deploy", str(workflow), "--dry-run", "--registry", "r", "--show-secrets"]) == 0
-    docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert json.loads(docs[0]["stringData"]["github"]) == {"token": "ghp_topsecret"}
+    secret = next(d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "Secret")
+    assert json.loads(secret["stringData"]["github"]) == {"token": "ghp_topsecret"}
 
 
 def test_cluster_registry_wins_and_json_is_one_document(workflow, capsys):
@@ -76,3 +76,63 @@ def test_bad_secrets_file_names_the_file(workflow, capsys):
     (workflow / ".secrets.yaml").write_text("- not\n- a map\n")
     assert main(["deploy", str(workflow), "--dry-run", "--registry", "r"]) == 1
     assert ".secrets.yaml: expected a mapping" in capsys.readouterr().err
+
+
+def policy_of(out):
+    return next(d for d in yaml.safe_load_all(out) if d["kind"] == "NetworkPolicy")
+
+
+def test_dry_run_policy_without_api_server_addresses_says_when_they_are_read(workflow, capsys):
+    assert main(["deploy", str(workflow), "--dry-run", "--registry", "r", "-n", "team"]) == 0
+    captured = capsys.readouterr()
+    policy = policy_of(captured.out)
+    assert policy["metadata"] == {
+        "name": "github-digest",
+        "namespace": "team",
+        "labels": {
+            "app.kubernetes.io/name": "github-digest",
+            "app.kubernetes.io/version": "1.0.0",
+            "app.kubernetes.io/managed-by": "pipedreamer",
+            "app.kubernetes.io/part-of": "pipedreamer",
+            "app.kubernetes.io/component": "engine",
+        },
+    }
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"pipedreamer.dev/invoke": "github-digest"}}}]
+    assert "ipBlock" not in captured.out
+    note = "the NetworkPolicy shown has no rule for the API server's service proxy"
+    assert note in captured.err and "EndpointSlices of Service default/kubernetes when it applies" in captured.err
+    assert note not in captured.out, "the note is no part of the YAML"
+
+
+def test_dry_run_policy_with_api_server_cidrs(workflow, capsys):
+    args = ["deploy", str(workflow), "--dry-run", "--registry", "r", "-o", "json",
+            "--apiserver-cidr", "192.0.2.10", "--apiserver-cidr", "10.20.0.0/16",
+            "--apiserver-cidr", "2001:DB8::10", "--apiserver-cidr", "192.0.2.10/32"]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["apiserver_cidrs"] == ["192.0.2.10/32", "10.20.0.0/16", "2001:db8::10/128"]
+    policy = next(m for m in doc["manifests"] if m["kind"] == "NetworkPolicy")
+    assert policy["spec"]["ingress"][1] == {
+        "from": [{"ipBlock": {"cidr": c}} for c in ("192.0.2.10/32", "10.20.0.0/16", "2001:db8::10/128")],
+        "ports": [{"protocol": "TCP", "port": 8080}],
+    }
+    assert captured.err == ""
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("10.0.0.1/24", "host bits are set; write the network (10.0.0.0/24) or the single address (10.0.0.1/32)"),
+        ("apiserver.example.com", "not a CIDR"),
+        ("10.0.0.0/33", "not a CIDR"),
+        ("10.0.0.1,10.0.0.2", "not a CIDR"),
+    ],
+)
+def test_malformed_apiserver_cidr_is_refused_naming_the_flag(workflow, capsys, value, says):
+    assert main(["deploy", str(workflow), "--dry-run", "--registry", "r", "--apiserver-cidr", value]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"error: --apiserver-cidr {value!r}: {says}" in captured.err
+    assert "expects an IPv4 or IPv6 CIDR such as 192.0.2.10/32 or 2001:db8::/64 (repeat the flag for several)" in captured.err

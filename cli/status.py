@@ -14,7 +14,7 @@ HELP = "show a deployed workflow's health (--detail: image, runtime, pods, event
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="workflow name")
-    parser.add_argument("--detail", action="store_true", help="also show image, runtime class, pods, CronJobs and recent events")
+    parser.add_argument("--detail", action="store_true", help="also show image, runtime class, network policy, pods, CronJobs and recent events")
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
@@ -38,6 +38,11 @@ def format_status(status: WorkflowStatus, detail: bool) -> str:
     ]
     if status.conditions:
         lines.append(f"  conditions: {', '.join(status.conditions)}")
+    if status.network_policy:
+        lines.append(f"  network policy: {status.network_policy.name}, admits:")
+        lines += [f"    {line}" for line in status.network_policy.admits or ["no one"]]
+    else:
+        lines.append("  network policy: none: any pod in the cluster can call the engine (redeploy to restore it)")
     lines.append("")
     if status.pods:
         lines.append("pods:")

@@ -10,7 +10,7 @@ from cli.output import Output
 from k8s.client import connect
 from k8s.delete import delete_objects, find_workflow_objects, require_objects
 
-HELP = "remove a deployed workflow (Deployment, Service, Secret, CronJobs)"
+HELP = "remove a deployed workflow (Deployment, Service, Secret, CronJobs, NetworkPolicy)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

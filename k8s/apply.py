@@ -1,4 +1,4 @@
-"""Deploy: server-side apply of a workflow's objects, pruning of stale CronJobs, rollout wait."""
+"""Deploy: server-side apply of a workflow's objects (all dry-run first), pruning of stale CronJobs, rollout wait."""
 
 from __future__ import annotations
 
@@ -71,8 +71,34 @@ def apply_object(cluster: Cluster, obj: Mapping, *, force: bool = False) -> Appl
     name = obj["metadata"]["name"]
     namespace = obj["metadata"].get("namespace") or cluster.namespace
     before = cluster.get(kind, name, namespace)
+    after = _apply(cluster, obj, force=force)
+    rv = (after or {}).get("metadata", {}).get("resourceVersion", "")
+    if before is None:
+        action = "created"
+    elif before.get("metadata", {}).get("resourceVersion") == rv:
+        action = "unchanged"
+    else:
+        action = "configured"
+    return AppliedObject(kind.kind, name, namespace, action, rv)
+
+
+def check_objects(cluster: Cluster, objects: Iterable[Mapping], *, force: bool = False) -> None:
+    """Server-side dry run of every object: each is validated, authorized and admitted, nothing is stored.
+
+    Run before the first real apply, it keeps a refusal of a later object
+    (RBAC, validation, a field conflict) from leaving the earlier ones applied.
+    """
+    for obj in objects:
+        _apply(cluster, obj, force=force, dry_run=True)
+
+
+def _apply(cluster: Cluster, obj: Mapping, *, force: bool, dry_run: bool = False) -> dict:
+    """One server-side apply; a field conflict becomes an error naming the fields and their owners."""
+    kind = kinds.kind_of(obj)
+    name = obj["metadata"]["name"]
+    namespace = obj["metadata"].get("namespace") or cluster.namespace
     try:
-        after = cluster.apply(kind, for_apply(obj), force=force)
+        return cluster.apply(kind, for_apply(obj), force=force, dry_run=dry_run)
     except ClusterError as exc:
         if exc.reason != "conflict":
             raise
@@ -91,14 +117,6 @@ def apply_object(cluster: Cluster, obj: Mapping, *, force: bool = False) -> Appl
             namespace=namespace,
             conflicts=[dataclasses.asdict(c) for c in conflicts],
         ) from None
-    rv = (after or {}).get("metadata", {}).get("resourceVersion", "")
-    if before is None:
-        action = "created"
-    elif before.get("metadata", {}).get("resourceVersion") == rv:
-        action = "unchanged"
-    else:
-        action = "configured"
-    return AppliedObject(kind.kind, name, namespace, action, rv)
 
 
 def prune_cronjobs(cluster: Cluster, workflow: str, keep: Iterable[str], namespace: str | None = None) -> list[AppliedObject]:
@@ -123,8 +141,12 @@ def deploy_objects(
     force: bool = False,
     on_object: Callable[[AppliedObject], None] | None = None,
 ) -> list[AppliedObject]:
-    """Apply every object in order, then delete the workflow's CronJobs not among them."""
+    """Dry-run every object, then apply them in order, then delete the workflow's CronJobs not among them.
+
+    A refusal during the dry run changes nothing in the cluster.
+    """
     objects = list(objects)
+    check_objects(cluster, objects, force=force)
     results = []
     for obj in objects:
         result = apply_object(cluster, obj, force=force)

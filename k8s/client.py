@@ -295,13 +295,15 @@ class Cluster:
         result = self.request("GET", path, query=query, verb="list", resource=kind.resource, namespace=ns)
         return list((result or {}).get("items") or [])
 
-    def apply(self, kind: Kind, obj: Mapping, *, force: bool = False) -> dict:
-        """Server-side apply with field manager `pipedreamer`."""
+    def apply(self, kind: Kind, obj: Mapping, *, force: bool = False, dry_run: bool = False) -> dict:
+        """Server-side apply with field manager `pipedreamer`; `dry_run`: validated, authorized and admitted, not stored."""
         name = obj["metadata"]["name"]
         ns = self._ns(kind, obj["metadata"].get("namespace"))
         query = [("fieldManager", FIELD_MANAGER)]
         if force:
             query.append(("force", "true"))
+        if dry_run:
+            query.append(("dryRun", "All"))
         return self.request(
             "PATCH",
             kind.path(ns, name),

@@ -10,7 +10,8 @@ from k8s.client import Cluster
 from k8s.errors import ClusterError
 
 # Dependents first: nothing triggers or routes to a Deployment that is already gone.
-KINDS_IN_DELETE_ORDER = (kinds.CRONJOB, kinds.SERVICE, kinds.DEPLOYMENT, kinds.SECRET)
+# The NetworkPolicy last: it guards the engine pods until their Deployment is gone.
+KINDS_IN_DELETE_ORDER = (kinds.CRONJOB, kinds.SERVICE, kinds.DEPLOYMENT, kinds.SECRET, kinds.NETWORK_POLICY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +28,7 @@ class ObjectRef:
 
 
 def find_workflow_objects(cluster: Cluster, name: str, namespace: str | None = None) -> list[ObjectRef]:
-    """The workflow's Deployment, Service, Secret and CronJobs (labelled name + managed-by)."""
+    """The workflow's Deployment, Service, Secret, CronJobs and NetworkPolicy (labelled name + managed-by)."""
     namespace = namespace or cluster.namespace
     found = []
     for kind in KINDS_IN_DELETE_ORDER:

@@ -46,11 +46,19 @@ NAMESPACE = Kind("Namespace", "v1", "namespaces", namespaced=False)
 CRONJOB = Kind("CronJob", "batch/v1", "cronjobs")
 JOB = Kind("Job", "batch/v1", "jobs")
 RUNTIMECLASS = Kind("RuntimeClass", "node.k8s.io/v1", "runtimeclasses", namespaced=False)
+NETWORK_POLICY = Kind("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies")
+ENDPOINT_SLICE = Kind("EndpointSlice", "discovery.k8s.io/v1", "endpointslices")
 SELF_SUBJECT_ACCESS_REVIEW = Kind(
     "SelfSubjectAccessReview", "authorization.k8s.io/v1", "selfsubjectaccessreviews", namespaced=False
 )
 
-BY_KIND = {k.kind: k for k in (DEPLOYMENT, REPLICASET, SERVICE, SECRET, POD, EVENT, NAMESPACE, CRONJOB, JOB, RUNTIMECLASS)}
+BY_KIND = {
+    k.kind: k
+    for k in (
+        DEPLOYMENT, REPLICASET, SERVICE, SECRET, POD, EVENT, NAMESPACE, CRONJOB, JOB, RUNTIMECLASS, NETWORK_POLICY,
+        ENDPOINT_SLICE,
+    )
+}  # fmt: skip
 
 
 def kind_of(obj: dict) -> Kind:

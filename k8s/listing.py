@@ -1,6 +1,6 @@
 """Every workflow pipedreamer deployed: its Deployments, with version and readiness,
-and what is left of workflows whose Deployment is gone (a Service, Secret or
-CronJob still labelled managed-by=pipedreamer)."""
+and what is left of workflows whose Deployment is gone (a Service, Secret,
+CronJob or NetworkPolicy still labelled managed-by=pipedreamer)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def list_workflows(cluster: Cluster, *, all_namespaces: bool = False) -> list[Wo
 def _leftovers(cluster: Cluster, seen: set, crons: Counter, all_namespaces: bool) -> list[WorkflowSummary]:
     """Workflows with labelled objects but no Deployment (a half-finished undeploy, a manual delete)."""
     found: dict[tuple[str, str], dict] = {}
-    for kind in (kinds.SERVICE, kinds.SECRET, kinds.CRONJOB):
+    for kind in (kinds.SERVICE, kinds.SECRET, kinds.CRONJOB, kinds.NETWORK_POLICY):
         for obj in cluster.list(kind, selector=managed_selector(), all_namespaces=all_namespaces):
             meta = obj["metadata"]
             labels = meta.get("labels", {})

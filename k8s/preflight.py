@@ -2,7 +2,9 @@
 
 Checks: the API answers (and its version), RuntimeClass `gvisor` (a warning
 when missing), the namespace (created with `fix`), RBAC for every verb and
-resource the CLI uses (SelfSubjectAccessReview), and a real read of Secrets.
+resource the CLI uses (SelfSubjectAccessReview), a real read of Secrets, and
+the API server addresses deploy's NetworkPolicy admits (a warning when they
+cannot be read: deploy then needs --apiserver-cidr).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from builder.manifests import DEFAULT_RUNTIME_CLASS, MANAGED_BY
 from k8s import kinds
+from k8s.apiserver import read_apiserver_cidrs
 from k8s.client import Cluster
 from k8s.errors import ClusterError
 
@@ -50,6 +53,7 @@ REQUIRED_ACCESS: tuple[Access, ...] = (
     *_crud("services"),
     *_crud("secrets"),
     *_crud("cronjobs", "batch"),
+    *_crud("networkpolicies", "networking.k8s.io"),
     Access("list", "pods", used_by="status, logs"),
     Access("get", "pods", "", "log", used_by="logs"),
     Access("list", "replicasets", "apps", used_by="status --detail"),
@@ -195,6 +199,20 @@ def check_secrets(cluster: Cluster) -> CheckResult:
     return CheckResult("secrets", OK, f"secrets readable in namespace {cluster.namespace!r}")
 
 
+def check_apiserver(cluster: Cluster) -> CheckResult:
+    """The addresses deploy writes into the NetworkPolicy for the API server's service proxy."""
+    try:
+        cidrs = read_apiserver_cidrs(cluster)
+    except ClusterError as exc:
+        if exc.reason not in ("forbidden", "not-found"):
+            raise
+        return CheckResult("apiserver", WARNING, str(exc), "deploy with --apiserver-cidr CIDR (see docs/security.md)")
+    return CheckResult(
+        "apiserver", OK,
+        f"the API server publishes {', '.join(cidrs)}: deploy's NetworkPolicy admits its service proxy (run) from there",
+    )  # fmt: skip
+
+
 def run_preflight(cluster: Cluster, *, fix: bool = False) -> PreflightReport:
     """Every check in order; an unreachable API server fails the first and skips the rest."""
     checks: list[CheckResult] = []
@@ -202,10 +220,10 @@ def run_preflight(cluster: Cluster, *, fix: bool = False) -> PreflightReport:
         checks.append(check_api(cluster))
     except ClusterError as exc:
         checks.append(CheckResult("api", FAILED, str(exc), "check --kubeconfig/--context and that the server is up"))
-        for name in ("runtimeclass", "namespace", "rbac", "secrets"):
+        for name in ("runtimeclass", "namespace", "rbac", "secrets", "apiserver"):
             checks.append(CheckResult(name, SKIPPED, "API server not reachable"))
         return PreflightReport(cluster.server, cluster.namespace, tuple(checks))
-    for check in (check_runtime_class, lambda c: check_namespace(c, fix=fix), check_rbac, check_secrets):
+    for check in (check_runtime_class, lambda c: check_namespace(c, fix=fix), check_rbac, check_secrets, check_apiserver):
         try:
             checks.append(check(cluster))
         except ClusterError as exc:

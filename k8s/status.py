@@ -1,4 +1,4 @@
-"""How a deployed workflow is doing: replicas, image, runtime class, pods, CronJobs, events."""
+"""How a deployed workflow is doing: replicas, image, runtime class, pods, CronJobs, NetworkPolicy, events."""
 
 from __future__ import annotations
 
@@ -44,6 +44,15 @@ class CronInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class PolicyInfo:
+    """The workflow's NetworkPolicy as it is in the cluster: who may reach the engine pods."""
+
+    name: str
+    # One line per peer of each ingress rule, e.g. "pods labelled pipedreamer.dev/invoke=flow on TCP 8080, 9090".
+    admits: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class WorkflowStatus:
     name: str
     namespace: str
@@ -58,6 +67,8 @@ class WorkflowStatus:
     pods: tuple[PodInfo, ...] = ()
     cronjobs: tuple[CronInfo, ...] = ()
     events: tuple[EventInfo, ...] = ()
+    # With detail: None when the workflow has no NetworkPolicy (any pod may reach the engine).
+    network_policy: PolicyInfo | None = None
 
     @property
     def healthy(self) -> bool:
@@ -108,7 +119,8 @@ def get_status(cluster: Cluster, name: str, *, detail: bool = False, namespace: 
     pods = cluster.list(kinds.POD, namespace, selector=_selector(selector_labels(name)))
     cronjobs = cluster.list(kinds.CRONJOB, namespace, selector=workflow_selector(name))
     replicasets = cluster.list(kinds.REPLICASET, namespace, selector=_selector(selector_labels(name)))
-    related = {("Deployment", name), ("Service", name)}
+    policy = cluster.get(kinds.NETWORK_POLICY, name, namespace)
+    related = {("Deployment", name), ("Service", name), ("NetworkPolicy", name)}
     related |= {("Pod", p["metadata"]["name"]) for p in pods}
     related |= {("ReplicaSet", r["metadata"]["name"]) for r in replicasets}
     related |= {("CronJob", c["metadata"]["name"]) for c in cronjobs}
@@ -123,7 +135,37 @@ def get_status(cluster: Cluster, name: str, *, detail: bool = False, namespace: 
         pods=tuple(_pod_info(p) for p in sorted(pods, key=lambda p: p["metadata"]["name"])),
         cronjobs=tuple(_cron_info(c) for c in sorted(cronjobs, key=lambda c: c["metadata"]["name"])),
         events=tuple(_event_info(e) for e in events[-RECENT_EVENTS:]),
+        network_policy=_policy_info(policy) if policy else None,
     )
+
+
+def _policy_info(policy: Mapping) -> PolicyInfo:
+    admits = []
+    for rule in policy.get("spec", {}).get("ingress") or []:
+        ports = ", ".join(f"{p.get('protocol', 'TCP')} {p.get('port', 'any port')}" for p in rule.get("ports") or [])
+        on = f" on {ports}" if ports else " on every port"
+        for peer in rule.get("from") or [{}]:
+            admits.append(_describe_peer(peer) + on)
+    return PolicyInfo(policy["metadata"]["name"], tuple(admits))
+
+
+def _describe_peer(peer: Mapping) -> str:
+    if "ipBlock" in peer:
+        block = peer["ipBlock"]
+        return block.get("cidr", "?") + (f" except {', '.join(block['except'])}" if block.get("except") else "")
+    pods = peer.get("podSelector")
+    namespaces = peer.get("namespaceSelector")
+    if namespaces is None:
+        return f"pods of this namespace {_labelled(pods)}" if pods is not None else "anyone"
+    where = f"in namespaces {_labelled(namespaces)}"
+    return f"pods {_labelled(pods)} {where}" if pods is not None else f"every pod {where}"
+
+
+def _labelled(selector: Mapping) -> str:
+    terms = [f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items()]
+    terms += [f"{e.get('key')} {e.get('operator')} {','.join(e.get('values') or [])}".strip()
+              for e in selector.get("matchExpressions") or []]  # fmt: skip
+    return f"labelled {', '.join(terms)}" if terms else "of any label"
 
 
 def _pod_info(pod: Mapping) -> PodInfo:

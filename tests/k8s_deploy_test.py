@@ -17,7 +17,8 @@ import yaml
 from builder.manifests import SECRET_CHECKSUM_ANNOTATION
 from k8s import kinds
 from k8s.client import FIELD_MANAGER
-from tests.k8s_support import REGISTRY, cli, make_workflow, merge_patch
+from tests.k8s_support import REGISTRY, cli, grant_user, make_workflow, merge_patch
+from tests.kube_cluster import NOACCESS_USER
 from tests.support import wait_for
 
 
@@ -31,6 +32,7 @@ def objects_of(admin, ns, name):
         "deployment": admin.get(kinds.DEPLOYMENT, name, ns),
         "service": admin.get(kinds.SERVICE, name, ns),
         "secret": admin.get(kinds.SECRET, f"{name}-secrets", ns),
+        "networkpolicy": admin.get(kinds.NETWORK_POLICY, name, ns),
         "cronjobs": {c["metadata"]["name"]: c for c in admin.list(kinds.CRONJOB, ns)},
     }
 
@@ -38,7 +40,7 @@ def objects_of(admin, ns, name):
 def versions(objs):
     """resourceVersions, except the Deployment's, which its controller bumps on status updates:
     for it, the spec generation and the time of pipedreamer's last apply."""
-    rvs = {k: objs[k]["metadata"]["resourceVersion"] for k in ("service", "secret") if objs[k]}
+    rvs = {k: objs[k]["metadata"]["resourceVersion"] for k in ("service", "secret", "networkpolicy") if objs[k]}
     rvs.update({n: c["metadata"]["resourceVersion"] for n, c in objs["cronjobs"].items()})
     deployment = objs["deployment"]["metadata"]
     rvs["deployment-generation"] = deployment["generation"]
@@ -55,8 +57,9 @@ def test_deploy_creates_objects_with_our_fields(kube, admin, ns, tmp_path):
     doc = result.json()
     assert doc["changed"] is True
     assert {(o["kind"], o["action"]) for o in doc["objects"]} == {
-        ("Secret", "created"), ("Service", "created"), ("Deployment", "created"), ("CronJob", "created")
-    }
+        ("NetworkPolicy", "created"), ("Secret", "created"), ("Service", "created"), ("Deployment", "created"),
+        ("CronJob", "created"),
+    }  # fmt: skip
 
     objs = objects_of(admin, ns, "flow")
     deployment = objs["deployment"]
@@ -100,7 +103,7 @@ def test_second_deploy_is_a_noop(kube, admin, ns, tmp_path):
     again = deploy(kube, ns, wf)
     assert again.code == 0, again.err
     assert "no changes" in again.out
-    assert again.out.count(" unchanged") == 4
+    assert again.out.count(" unchanged") == 5
     assert versions(objects_of(admin, ns, "same")) == before
 
 
@@ -261,3 +264,118 @@ def test_wait_explains_pods_that_cannot_be_created(kube, admin, ns, tmp_path):
     assert result.code == 1
     assert "pods cannot be created" in result.err
     assert 'RuntimeClass "missing-rc" not found' in result.err
+
+
+# ----------------------------------------------------------- network policy
+
+
+def published_apiserver_addresses(admin):
+    """What the API server's own endpoint reconciler wrote for default/kubernetes."""
+    slices = admin.list(kinds.ENDPOINT_SLICE, "default", selector="kubernetes.io/service-name=kubernetes")
+    return {a for s in slices for e in s.get("endpoints") or [] for a in e.get("addresses") or []}
+
+
+def labelled(admin, ns, name):
+    selector = f"app.kubernetes.io/name={name},app.kubernetes.io/managed-by=pipedreamer"
+    return {
+        (kind.kind, o["metadata"]["name"])
+        for kind in (kinds.NETWORK_POLICY, kinds.SECRET, kinds.SERVICE, kinds.DEPLOYMENT, kinds.CRONJOB)
+        for o in admin.list(kind, ns, selector=selector)
+    }
+
+
+def test_network_policy_admits_the_api_server_address_the_cluster_publishes(kube, admin, ns, tmp_path):
+    assert kube.advertise_address, "this machine has no non-loopback IPv4 address for the API server to publish"
+    assert published_apiserver_addresses(admin) == {kube.advertise_address}
+    wf = make_workflow(tmp_path, "guarded", crons=[("daily", "0 9 * * *")])
+    result = deploy(kube, ns, wf)
+    assert result.code == 0, result.err
+    assert "networkpolicy/guarded created" in result.out
+    assert (
+        f"NetworkPolicy 'guarded' admits the API server's service proxy from {kube.advertise_address}/32 "
+        "(the EndpointSlices of Service default/kubernetes)"
+    ) in result.err
+
+    policy = admin.get(kinds.NETWORK_POLICY, "guarded", ns)  # stored: the API server validated and admitted it
+    assert (FIELD_MANAGER, "Apply") in {(m["manager"], m["operation"]) for m in policy["metadata"]["managedFields"]}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    pods_rule, proxy_rule = policy["spec"]["ingress"]
+    assert pods_rule["from"] == [{"podSelector": {"matchLabels": {"pipedreamer.dev/invoke": "guarded"}}}]
+    assert [p["port"] for p in pods_rule["ports"]] == [8080, 9090]
+    assert proxy_rule == {"from": [{"ipBlock": {"cidr": f"{kube.advertise_address}/32"}}],
+                          "ports": [{"protocol": "TCP", "port": 8080}]}  # fmt: skip
+
+    # The policy's selectors against the pod templates the API server now holds.
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    engine = admin.get(kinds.DEPLOYMENT, "guarded", ns)["spec"]["template"]["metadata"]["labels"]
+    cron = admin.get(kinds.CRONJOB, "guarded-cron", ns)["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= engine.items() and not selector.items() <= cron.items()
+    assert cron["pipedreamer.dev/invoke"] == "guarded", "the cron job's pods are callers the policy admits"
+
+    # Admission is real: the same object with a broken CIDR is refused.
+    broken = copy.deepcopy({k: policy[k] for k in ("apiVersion", "kind", "spec")})
+    broken["metadata"] = {"name": "guarded-broken", "namespace": ns}
+    broken["spec"]["ingress"][1]["from"][0]["ipBlock"]["cidr"] = "192.0.2.1/33"
+    with pytest.raises(Exception) as refused:
+        admin.create(kinds.NETWORK_POLICY, broken, ns)
+    assert "is invalid" in str(refused.value) and "ipBlock.cidr" in str(refused.value)
+
+
+def test_apiserver_cidr_flag_replaces_the_published_addresses(kube, admin, ns, tmp_path):
+    wf = make_workflow(tmp_path, "konnectivity")
+    result = deploy(kube, ns, wf, "--apiserver-cidr", "10.244.0.0/16", "--apiserver-cidr", "192.0.2.99", "-o", "json")
+    assert result.code == 0, result.err
+    assert result.json()["apiserver_cidrs"] == ["10.244.0.0/16", "192.0.2.99/32"]
+    proxy_rule = admin.get(kinds.NETWORK_POLICY, "konnectivity", ns)["spec"]["ingress"][1]
+    assert [peer["ipBlock"]["cidr"] for peer in proxy_rule["from"]] == ["10.244.0.0/16", "192.0.2.99/32"]
+
+    back = deploy(kube, ns, wf, "-o", "json")
+    assert back.code == 0, back.err
+    assert {(o["kind"], o["action"]) for o in back.json()["objects"]} >= {("NetworkPolicy", "configured")}
+    proxy_rule = admin.get(kinds.NETWORK_POLICY, "konnectivity", ns)["spec"]["ingress"][1]
+    assert [peer["ipBlock"]["cidr"] for peer in proxy_rule["from"]] == [f"{kube.advertise_address}/32"]
+
+
+# What a namespace-scoped deployer gets from a cluster admin: everything deploy
+# does in its own namespace, nothing in `default`.
+DEPLOYER_RULES = [
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["services", "secrets"], "verbs": ["get", "list", "create", "patch", "delete"]},
+    {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["get", "list", "create", "patch", "delete"]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "create", "patch", "delete"]},
+]
+
+
+def test_namespace_scoped_user_is_told_to_pass_apiserver_cidr_and_nothing_is_applied(kube, admin, ns, tmp_path):
+    grant_user(admin, ns, NOACCESS_USER, DEPLOYER_RULES)
+    wf = make_workflow(tmp_path, "scoped", secrets={"k": "v"})
+    refused = cli("deploy", str(wf), "-n", ns, "--registry", REGISTRY, kubeconfig=kube.kubeconfig_noaccess)
+    assert refused.code == 1
+    assert "Traceback" not in refused.err
+    assert "cannot read the API server's addresses for the workflow's NetworkPolicy" in refused.err
+    assert "not allowed to list endpointslices.discovery.k8s.io in namespace 'default'" in refused.err
+    assert "Pass --apiserver-cidr CIDR" in refused.err
+    assert "kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes" in refused.err
+    assert labelled(admin, ns, "scoped") == set(), "nothing is applied without the policy's addresses"
+
+    ok = cli("deploy", str(wf), "-n", ns, "--registry", REGISTRY, "--apiserver-cidr", "192.0.2.50",
+             kubeconfig=kube.kubeconfig_noaccess)  # fmt: skip
+    assert ok.code == 0, ok.err
+    assert labelled(admin, ns, "scoped") == {
+        ("NetworkPolicy", "scoped"), ("Secret", "scoped-secrets"), ("Service", "scoped"), ("Deployment", "scoped")
+    }
+
+
+def test_a_refused_object_leaves_nothing_half_applied(kube, admin, ns, tmp_path):
+    without_cronjobs = [rule for rule in DEPLOYER_RULES if rule["apiGroups"] != ["batch"]]
+    grant_user(admin, ns, NOACCESS_USER, without_cronjobs)
+    wf = make_workflow(tmp_path, "partial", crons=[("daily", "0 9 * * *")], secrets={"k": "v"})
+    result = cli("deploy", str(wf), "-n", ns, "--registry", REGISTRY, "--apiserver-cidr", "192.0.2.50",
+                 kubeconfig=kube.kubeconfig_noaccess)  # fmt: skip
+    assert result.code == 1
+    assert "not allowed to patch cronjobs.batch" in result.err, result.err
+    assert labelled(admin, ns, "partial") == set(), "the dry run of every object comes before the first apply"
+
+    again = deploy(kube, ns, wf)  # an admin may: the same objects, all of them
+    assert again.code == 0, again.err
+    assert ("CronJob", "partial-cron") in labelled(admin, ns, "partial")

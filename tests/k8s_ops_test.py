@@ -35,7 +35,7 @@ def labelled(admin, ns, name):
     selector = f"app.kubernetes.io/name={name},app.kubernetes.io/managed-by=pipedreamer"
     return {
         (kind.kind, o["metadata"]["name"])
-        for kind in (kinds.DEPLOYMENT, kinds.SERVICE, kinds.SECRET, kinds.CRONJOB)
+        for kind in (kinds.DEPLOYMENT, kinds.SERVICE, kinds.SECRET, kinds.CRONJOB, kinds.NETWORK_POLICY)
         for o in admin.list(kind, ns, selector=selector)
     }
 
@@ -66,11 +66,11 @@ def test_list_shows_what_is_left_of_a_workflow_without_its_deployment(kube, admi
     deploy(kube, ns, make_workflow(tmp_path, "delta"))
     admin.delete(kinds.DEPLOYMENT, "gamma", ns)  # e.g. `kubectl delete deploy gamma`
     rows = {r["name"]: r for r in cli("list", "-n", ns, "-o", "json", kubeconfig=kube.kubeconfig).json()["workflows"]}
-    assert rows["gamma"]["leftovers"] == ["Service", "Secret", "CronJob"] and rows["gamma"]["cronjobs"] == 1
+    assert rows["gamma"]["leftovers"] == ["Service", "Secret", "CronJob", "NetworkPolicy"] and rows["gamma"]["cronjobs"] == 1
     assert rows["delta"]["leftovers"] == []
     text = cli("list", "-n", ns, kubeconfig=kube.kubeconfig).out
     assert any(line.split()[:4] == ["gamma", "1.0.0", "no", "deployment"] for line in text.splitlines()), text
-    assert "gamma: no Deployment, only Service, Secret, CronJob left; remove them with `pipedreamer undeploy gamma`" in text
+    assert "gamma: no Deployment, only Service, Secret, CronJob, NetworkPolicy left; remove them with `pipedreamer undeploy gamma`" in text
 
 
 def test_list_empty_namespace(kube, ns):
@@ -97,6 +97,26 @@ def test_status_reports_image_runtime_replicas_cronjobs(kube, admin, ns, tmp_pat
     assert [c["name"] for c in data["cronjobs"]] == ["stat-cron"]
 
 
+def test_status_detail_shows_who_the_network_policy_admits_and_when_it_is_gone(kube, admin, ns, tmp_path):
+    deploy(kube, ns, make_workflow(tmp_path, "fenced"))
+    detail = cli("status", "fenced", "-n", ns, "--detail", kubeconfig=kube.kubeconfig)
+    assert detail.code == 0, detail.err
+    lines = detail.out.splitlines()
+    start = lines.index("  network policy: fenced, admits:")
+    assert lines[start + 1 : start + 4] == [
+        "    pods of this namespace labelled pipedreamer.dev/invoke=fenced on TCP 8080, TCP 9090",
+        f"    {kube.advertise_address}/32 on TCP 8080",
+        "",
+    ]
+    data = cli("status", "fenced", "-n", ns, "--detail", "-o", "json", kubeconfig=kube.kubeconfig).json()
+    assert data["network_policy"]["name"] == "fenced" and len(data["network_policy"]["admits"]) == 2
+
+    admin.delete(kinds.NETWORK_POLICY, "fenced", ns)  # e.g. `kubectl delete networkpolicy fenced`
+    gone = cli("status", "fenced", "-n", ns, "--detail", kubeconfig=kube.kubeconfig)
+    assert "  network policy: none: any pod in the cluster can call the engine (redeploy to restore it)" in gone.out
+    assert cli("status", "fenced", "-n", ns, "--detail", "-o", "json", kubeconfig=kube.kubeconfig).json()["network_policy"] is None
+
+
 def test_status_of_a_workflow_that_is_not_deployed(kube, ns):
     result = cli("status", "ghost", "-n", ns, kubeconfig=kube.kubeconfig)
     assert result.code == 1
@@ -110,15 +130,17 @@ def test_undeploy_removes_everything_labelled_and_nothing_else(kube, admin, ns, 
     deploy(kube, ns, make_workflow(tmp_path, "gone", crons=[("a", "0 1 * * *"), ("b", "0 2 * * *")], secrets={"k": "v"}))
     deploy(kube, ns, make_workflow(tmp_path, "stays"))
     admin.create(kinds.SECRET, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hand-made"}, "stringData": {"a": "b"}}, ns)
-    assert len(labelled(admin, ns, "gone")) == 5
+    assert len(labelled(admin, ns, "gone")) == 6
 
     result = cli("undeploy", "gone", "-n", ns, "--yes", "-o", "json", kubeconfig=kube.kubeconfig)
     assert result.code == 0, result.err
     assert {(d["kind"], d["name"]) for d in result.json()["deleted"]} == {
-        ("Deployment", "gone"), ("Service", "gone"), ("Secret", "gone-secrets"), ("CronJob", "gone-cron-0"), ("CronJob", "gone-cron-1")
+        ("Deployment", "gone"), ("Service", "gone"), ("Secret", "gone-secrets"), ("CronJob", "gone-cron-0"), ("CronJob", "gone-cron-1"),
+        ("NetworkPolicy", "gone"),
     }
+    assert get_or_none(admin, kinds.NETWORK_POLICY, "gone", ns) is None
     assert labelled(admin, ns, "gone") == set()
-    assert labelled(admin, ns, "stays") == {("Deployment", "stays"), ("Service", "stays")}
+    assert labelled(admin, ns, "stays") == {("Deployment", "stays"), ("Service", "stays"), ("NetworkPolicy", "stays")}
     assert get_or_none(admin, kinds.SECRET, "hand-made", ns) is not None
 
     again = cli("undeploy", "gone", "-n", ns, "--yes", kubeconfig=kube.kubeconfig)
@@ -129,9 +151,10 @@ def test_undeploy_asks_on_a_terminal(kube, admin, ns, tmp_path):
     deploy(kube, ns, make_workflow(tmp_path, "asked"))
     declined = cli("undeploy", "asked", "-n", ns, kubeconfig=kube.kubeconfig, stdin="n\n", tty=True)
     assert declined.code == 1
-    assert "deployment/asked" in declined.err and "Delete these 2 objects? [y/N]" in declined.err
+    assert "deployment/asked" in declined.err and "networkpolicy/asked" in declined.err
+    assert "Delete these 3 objects? [y/N]" in declined.err
     assert "nothing was deleted" in declined.err
-    assert len(labelled(admin, ns, "asked")) == 2
+    assert len(labelled(admin, ns, "asked")) == 3
     accepted = cli("undeploy", "asked", "-n", ns, kubeconfig=kube.kubeconfig, stdin="y\n", tty=True)
     assert accepted.code == 0, accepted.err
     assert labelled(admin, ns, "asked") == set()
@@ -141,7 +164,7 @@ def test_undeploy_refuses_without_a_terminal(kube, admin, ns, tmp_path):
     deploy(kube, ns, make_workflow(tmp_path, "kept"))
     result = cli("undeploy", "kept", "-n", ns, kubeconfig=kube.kubeconfig, stdin="y\n", tty=False)
     assert result.code == 1 and "stdin is not a terminal; pass --yes" in result.err
-    assert len(labelled(admin, ns, "kept")) == 2
+    assert len(labelled(admin, ns, "kept")) == 3
 
 
 # --------------------------------------------------------- cluster check
@@ -156,6 +179,8 @@ def test_cluster_check_passes_and_fix_creates_the_namespace(kube, admin):
     assert checks["runtimeclass"]["status"] == "ok" and "handler runsc" in checks["runtimeclass"]["message"]
     assert checks["namespace"]["status"] == "failed"
     assert checks["rbac"]["status"] == "ok" and checks["secrets"]["status"] == "ok"
+    assert checks["apiserver"]["status"] == "ok"
+    assert f"the API server publishes {kube.advertise_address}/32: deploy's NetworkPolicy admits" in checks["apiserver"]["message"]
 
     fixed = cli("cluster", "check", "--fix", "-n", name, kubeconfig=kube.kubeconfig)
     assert fixed.code == 0, fixed.out + fixed.err
@@ -175,7 +200,9 @@ def test_user_without_rights_is_told_what_is_forbidden(kube, admin, ns, tmp_path
     wf = make_workflow(tmp_path, "denied")
     deploy(kube, ns, wf)
     expectations = {
-        ("deploy", str(wf), "--registry", REGISTRY): ["get deployments.apps", "patch deployments.apps", "get services", "patch services"],
+        ("deploy", str(wf), "--registry", REGISTRY, "--apiserver-cidr", "192.0.2.9"): [
+            "patch networkpolicies.networking.k8s.io", "create networkpolicies.networking.k8s.io",
+        ],
         ("list",): ["list deployments.apps"],
         ("status", "denied"): ["get deployments.apps"],
         ("logs", "denied"): ["list pods"],
@@ -196,8 +223,13 @@ def test_user_without_rights_is_told_what_is_forbidden(kube, admin, ns, tmp_path
     checks = {c["name"]: c for c in check.json()["checks"]}
     assert checks["api"]["status"] == "ok"
     assert checks["rbac"]["status"] == "failed"
-    assert "25 of 25 denied" in checks["rbac"]["message"] and "create services/proxy (run)" in checks["rbac"]["message"]
+    assert "30 of 30 denied" in checks["rbac"]["message"] and "create services/proxy (run)" in checks["rbac"]["message"]
+    assert "patch networkpolicies.networking.k8s.io (deploy, undeploy)" in checks["rbac"]["message"]
     assert checks["secrets"]["status"] == "failed"
+    # Not fatal: deploy works with --apiserver-cidr.
+    assert checks["apiserver"]["status"] == "warning"
+    assert "not allowed to list endpointslices.discovery.k8s.io in namespace 'default'" in checks["apiserver"]["message"]
+    assert checks["apiserver"]["remediation"] == "deploy with --apiserver-cidr CIDR (see docs/security.md)"
 
 
 def test_unreachable_server_fails_fast_with_a_clear_message(kube, tmp_path):
@@ -220,7 +252,7 @@ def test_unreachable_server_fails_fast_with_a_clear_message(kube, tmp_path):
         assert "Traceback" not in result.err
     check = cli("cluster", "check", "-o", "json", kubeconfig=str(path))
     assert check.code == 1
-    assert [c["status"] for c in check.json()["checks"]] == ["failed", "skipped", "skipped", "skipped", "skipped"]
+    assert [c["status"] for c in check.json()["checks"]] == ["failed", "skipped", "skipped", "skipped", "skipped", "skipped"]
 
 
 # ------------------------------------------------------------------ logs
@@ -334,8 +366,9 @@ def test_in_cluster_config_from_a_pods_service_account(kube, admin, ns, tmp_path
     binding = kinds.Kind("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings")
     admin.create(sa, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "pd-cli"}}, ns)
     admin.create(role, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "pd-read"},
-                        "rules": [{"apiGroups": ["apps", "batch", ""], "verbs": ["get", "list"],
-                                   "resources": ["deployments", "cronjobs", "services", "secrets", "pods", "events"]}]},
+                        "rules": [{"apiGroups": ["apps", "batch", "", "networking.k8s.io"], "verbs": ["get", "list"],
+                                   "resources": ["deployments", "cronjobs", "services", "secrets", "pods", "events",
+                                                 "networkpolicies"]}]},
                  ns)  # fmt: skip
     admin.create(binding, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "pd-read"},
                            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pd-read"},

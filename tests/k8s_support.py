@@ -109,6 +109,23 @@ def make_workflow(
     return target
 
 
+ROLE = kinds.Kind("Role", "rbac.authorization.k8s.io/v1", "roles")
+ROLE_BINDING = kinds.Kind("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings")
+
+
+def grant_user(admin: Cluster, namespace: str, user: str, rules: list[dict], name: str = "pd-grant") -> None:
+    """A Role with `rules` in `namespace`, bound to the (certificate) user `user`: real RBAC, nothing else."""
+    admin.create(ROLE, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
+                        "rules": rules}, namespace)  # fmt: skip
+    admin.create(
+        ROLE_BINDING,
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]},
+        namespace,
+    )  # fmt: skip
+
+
 def merge_patch(admin: Cluster, kind: kinds.Kind, name: str, namespace: str, patch: dict, manager: str) -> dict:
     """An Update by another field manager (as `kubectl edit` or `kubectl scale` would do)."""
     return admin.request(

@@ -18,6 +18,12 @@ API server's ``/readyz`` answers 200:
   ``RuntimeClass`` and the rest of the API server's defaults;
 * service-account signing keys, so tokens and the ServiceAccount admission
   work as on a real cluster;
+* the API server advertises this machine's own address (the source address
+  of its route to the network; it still listens on loopback only) and its
+  lease endpoint reconciler publishes it in the EndpointSlice of the
+  ``default/kubernetes`` Service, as on a real cluster (loopback addresses
+  are refused there). ``advertise_address`` is that address, ``""`` on a
+  machine without one, whose ``default/kubernetes`` then has no endpoints;
 * the controller manager runs only the controllers that need no nodes and
   make the API behave as tests expect: ``serviceaccount`` (each namespace
   gets its ``default`` ServiceAccount, without which a Pod is refused),
@@ -54,6 +60,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import ipaddress
 import json
 import os
 import shutil
@@ -128,6 +135,23 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def host_address() -> str:
+    """This machine's IPv4 address towards the network, or '' when it has none but loopback.
+
+    A UDP socket "connected" to a documentation address (RFC 5737) makes the
+    kernel choose the source address of that route; no packet is sent. IPv4
+    only: the cluster's Service network is IPv4.
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            address = probe.getsockname()[0]
+    except OSError:
+        return ""
+    ip = ipaddress.ip_address(address)
+    return "" if ip.is_loopback or ip.is_link_local or ip.is_unspecified else address
 
 
 _PR_SET_PDEATHSIG = 1
@@ -226,10 +250,12 @@ class KubeCluster:
       ``context``             the context name in both kubeconfigs (``pipedreamer-test``)
       ``dir``                 the temporary directory (certs, etcd data, ``*.log``)
       ``etcd_url``            etcd's client URL (plain http on loopback)
+      ``advertise_address``   the address the API server publishes for ``default/kubernetes``
     """
 
     dir: Path
     server: str = ""
+    advertise_address: str = ""
     kubeconfig: str = ""
     kubeconfig_noaccess: str = ""
     ca_file: str = ""
@@ -316,6 +342,13 @@ class KubeCluster:
         self.kubeconfig = str(self._write_kubeconfig("admin", ADMIN_USER, admin))
         self.kubeconfig_noaccess = str(self._write_kubeconfig("noaccess", NOACCESS_USER, noaccess))
 
+        self.advertise_address = host_address()
+        if self.advertise_address:
+            publish = [f"--advertise-address={self.advertise_address}", "--endpoint-reconciler-type=lease"]
+        else:
+            # The "kubernetes" Service cannot point at a loopback address.
+            publish = ["--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
+
         peer = f"http://127.0.0.1:{etcd_peer}"
         self._spawn("etcd", binaries["etcd"], [
             "--name=default",
@@ -332,7 +365,7 @@ class KubeCluster:
         # The API server waits for etcd on its own; starting both now saves time.
         self._spawn("kube-apiserver", binaries["kube-apiserver"], [
             "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            *publish,
             f"--secure-port={api_port}",
             f"--etcd-servers={self.etcd_url}",
             f"--tls-cert-file={serving[1]}",
@@ -349,12 +382,12 @@ class KubeCluster:
             f"--service-account-key-file={sa_pub}",
             f"--service-account-signing-key-file={sa_key}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            # The "kubernetes" Service cannot point at a loopback address.
-            "--endpoint-reconciler-type=none",
             "--profiling=false",
             *extra,
         ])  # fmt: skip
         self._wait_ready(deadline)
+        if self.advertise_address:
+            self._wait_published(deadline)
 
         if "kube-controller-manager" in binaries:
             cm = ssl_.leaf("controller-manager", f"/CN={CONTROLLER_MANAGER_USER}", ca, "clientAuth")
@@ -460,6 +493,25 @@ class KubeCluster:
                 last = f"/readyz: {exc}"
             if time.monotonic() > deadline:
                 raise self._fail(f"kube-apiserver at {self.server} not ready in time ({last})")
+            time.sleep(0.25)
+
+    def _wait_published(self, deadline: float) -> None:
+        """Until the endpoint reconciler has published advertise_address for default/kubernetes."""
+        path = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io/service-name%3Dkubernetes"
+        while True:
+            self._check_alive()
+            try:
+                status, body = self.request("GET", path, timeout=5)
+                if status == 200 and any(
+                    self.advertise_address in endpoint.get("addresses", [])
+                    for item in body.get("items", [])
+                    for endpoint in item.get("endpoints") or []
+                ):
+                    return
+            except (OSError, ssl.SSLError):
+                pass
+            if time.monotonic() > deadline:
+                raise self._fail(f"the API server did not publish {self.advertise_address} for default/kubernetes in time")
             time.sleep(0.25)
 
     def _wait_default_serviceaccount(self, deadline: float) -> None:
