@@ -19,10 +19,10 @@ import grpc
 from aiohttp import web
 
 from bench.floor import FloorDAG
-from engine.result_json import result_to_json
-from engine.results import to_value
+from engine.values import result_to_json
+from engine.values import to_value
 from engine.runtime import Engine
-from engine.spec import value_to_python
+from engine.values import value_to_python
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
 
 

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 def _run_local(args: argparse.Namespace, out: Output, payload: Any) -> int:
     from engine.local import run_local
-    from engine.results import result_to_dict
+    from engine.values import result_to_dict
 
     directory = Path(args.local).resolve()
     try:

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import math
-import re
-import sys
 import time
 import types
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from engine import preempt
 from engine.compiler import CompiledDAG
+from engine.values import DEFAULT_MAX_OUTPUT, output_problem
 from proto.pipedreamer.v1 import execution_pb2
 
 DEFAULT_TIMEOUT = 30.0
@@ -135,139 +132,6 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-# Deepest nesting of objects and arrays a run's input or a node's output may have.
-# Results are protobuf Values, built and printed recursively: far deeper data
-# would exhaust the interpreter's stack there (JSON documents rarely pass 20).
-MAX_JSON_DEPTH = 100
-
-
-def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether `value` nests dicts and lists more than `limit` levels (checked without recursion)."""
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, (list, tuple)):
-            children = item
-        else:
-            continue
-        if depth >= limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
-# A UTF-16 surrogate on its own is not a Unicode character: no UTF-8 (so no protobuf string) can hold it.
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-# JSON can write one (`"\ud800"`) only as an escape: inputs without such an escape need no search.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-# Results carry numbers as google.protobuf.Value, a 64-bit float.
-_LARGEST = sys.float_info.max
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise ValueError(f"number {_shorten(text)} is too large for a 64-bit float (the limit is about 1.8e308)")
-    return number
-
-
-def _float_sized_int(text: str) -> int:
-    # More than 310 digits is past the limit however it starts (and int() refuses past 4300).
-    if len(text) > 310 or abs(number := int(text)) > _LARGEST:
-        raise ValueError(f"number {_shorten(text)} is too large for a 64-bit float (the limit is about 1.8e308)")
-    return number
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= 24 else f"{text[:12]}…{text[-6:]} ({len(text)} characters)"
-
-
-# One decoder for every input: json.loads with hooks would build a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_float_sized_int)
-
-
-def parse_input(data: bytes) -> Any:
-    """A run's input from a request body or message payload: empty means `{}`.
-
-    Raises ValueError naming what is wrong: not UTF-8, not JSON (`NaN` and
-    `Infinity` included), a number a 64-bit float cannot hold (`1e400`), a
-    lone surrogate (`"\\ud800"`, not Unicode), or nested more than
-    MAX_JSON_DEPTH levels.
-    """
-    if not data.strip():
-        return {}
-    try:
-        text = data.decode("utf-8")
-        value = _DECODER.decode(text)
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except RecursionError:
-        # The decoder recurses per nesting level: too deep is bad input, not an engine fault.
-        raise ValueError("nested too deeply") from None
-    if too_deep(value):
-        raise ValueError(f"nested too deeply (more than {MAX_JSON_DEPTH} levels)")
-    if _SURROGATE_ESCAPE.search(text) and (problem := json_problem(value, "input")):
-        raise ValueError(problem)
-    return value
-
-
-def _surrogate_problem(text: str, path: str) -> str | None:
-    found = LONE_SURROGATE.search(text)
-    if found is None:
-        return None
-    return f"{path} contains a lone surrogate U+{ord(found.group()):04X} (not valid Unicode)"
-
-
-def json_problem(value: Any, path: str = "output", depth: int = 0) -> str | None:
-    """None when `value` maps to JSON (and so to google.protobuf.Value), else what is wrong and where."""
-    kind = type(value)
-    if kind is bool or value is None:
-        return None
-    if kind is str:
-        return None if value.isascii() else _surrogate_problem(value, path)
-    if kind is int:
-        return None if -_LARGEST <= value <= _LARGEST else f"{path} is an integer too large for a 64-bit float"
-    if kind is float:
-        return None if math.isfinite(value) else f"{path} is {value!r} (not a finite number)"
-    if depth >= MAX_JSON_DEPTH and isinstance(value, (dict, list, tuple)):
-        shown = path if len(path) <= 80 else path[:77] + "…"
-        return f"{shown} nests more than {MAX_JSON_DEPTH} levels deep"
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                return f"{path} has a non-string key {key!r} ({type(key).__name__})"
-            if not key.isascii() and (problem := _surrogate_problem(key, f"a key of {path}")):
-                return problem
-            problem = json_problem(item, f"{path}.{key}", depth + 1)
-            if problem:
-                return problem
-        return None
-    if kind is list or kind is tuple:
-        for index, item in enumerate(value):
-            problem = json_problem(item, f"{path}[{index}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    # Subclasses (IntEnum, OrderedDict, str enums …) are fine: protobuf takes them too.
-    if isinstance(value, str):
-        return json_problem(str(value), path, depth)
-    if isinstance(value, int):
-        return json_problem(int(value), path, depth)
-    if isinstance(value, float):
-        return json_problem(float(value), path, depth)
-    if isinstance(value, dict):
-        return json_problem(dict(value), path, depth)
-    if isinstance(value, (list, tuple)):
-        return json_problem(list(value), path, depth)
-    return f"{path} is a {kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else f"{path} is a {kind.__name__}"
-
-
 class DAGExecutor:
     """The default executor: dependency-driven start, per-node timeout and retries, fail-fast."""
 
@@ -277,8 +141,10 @@ class DAGExecutor:
         backoff_base: float = BACKOFF_BASE,
         describe: DescribeError = describe_exception,
         interrupt_blocking: bool = True,
+        max_output: int = DEFAULT_MAX_OUTPUT,
     ):
         self.default_timeout = default_timeout
+        self.max_output = max_output
         self.backoff_base = backoff_base
         self.describe = describe
         self._cached: tuple[CompiledDAG, ExecutionPlan] | None = None
@@ -408,12 +274,12 @@ class _Run:
             began = _now()
         record.duration = _now() - start
         if record.status == SUCCEEDED:
-            if (problem := json_problem(output)) is None:
+            if (problem := output_problem(node_id, output, self.executor.max_output)) is None:
                 record.output = output
                 self.outputs[node_id] = output
             else:
                 record.status = FAILED
-                record.error = f"output of node {node_id} is not JSON-serialisable: {problem}"
+                record.error = problem
         self.finish(node_id, record.status == SUCCEEDED)
 
     async def retry(self, node_id: str, record: NodeOutcome) -> bool:

@@ -23,11 +23,12 @@ from typing import Any, Mapping, Sequence
 from engine import sandbox
 from engine.compiler import CompileError
 from engine.context import Response
-from engine.executor import MAX_JSON_DEPTH, json_problem, node_policies, too_deep
+from engine.executor import node_policies
+from engine.values import DEFAULT_MAX_OUTPUT, MAX_JSON_DEPTH, output_problem, too_deep, value_to_python
 from engine.loader import LoadError
 from engine.runtime import Engine
 from engine.secrets import SecretsError
-from engine.spec import WORKFLOW_FILE, SpecError, value_to_python
+from engine.spec import WORKFLOW_FILE, SpecError
 from proto.pipedreamer.v1 import execution_pb2
 
 FIXTURES_DIR = Path("tests") / "fixtures"
@@ -288,9 +289,9 @@ async def _run_node(engine: Engine, fixture: Fixture) -> tuple[Any, str]:
         if deadline.expired():
             return None, f"timed out after {timeout:g} s"
         return None, engine.describe_error(exc)
-    problem = json_problem(output)
+    problem = output_problem(fixture.name, output, DEFAULT_MAX_OUTPUT)
     if problem:
-        return None, f"output of node {fixture.name} is not JSON-serialisable: {problem}"
+        return None, problem
     return json.loads(json.dumps(output)), ""
 
 

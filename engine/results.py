@@ -1,14 +1,12 @@
-"""Builds the protobuf `ExecutionResult` from an executor outcome, and its canonical JSON mapping."""
+"""Builds the protobuf `ExecutionResult` from an executor outcome (its JSON: engine.values)."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from google.protobuf import duration_pb2, timestamp_pb2
 
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
-
-from engine.executor import LONE_SURROGATE, RunOutcome
+from engine.executor import RunOutcome
 from engine.secrets import Redactor
+from engine.values import LONE_SURROGATE, set_value
 from proto.pipedreamer.v1 import execution_pb2
 
 
@@ -74,38 +72,3 @@ def _set_time(message: timestamp_pb2.Timestamp | duration_pb2.Duration, seconds:
     whole = int(seconds)
     message.seconds = whole
     message.nanos = int((seconds - whole) * 1e9)
-
-
-def set_value(target: struct_pb2.Value, value: Any) -> None:
-    """Writes a JSON-like Python value into a `google.protobuf.Value` in place."""
-    if value is None:
-        target.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, (int, float)):
-        target.number_value = value
-    elif isinstance(value, str):
-        target.string_value = value
-    elif isinstance(value, dict):
-        target.struct_value.Clear()
-        target.struct_value.update(value)
-    elif isinstance(value, (list, tuple)):
-        target.list_value.Clear()
-        target.list_value.extend(value)
-    else:
-        raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def to_value(value: Any) -> struct_pb2.Value:
-    message = struct_pb2.Value()
-    set_value(message, value)
-    return message
-
-
-def result_to_dict(result: execution_pb2.ExecutionResult) -> dict[str, Any]:
-    """The canonical proto3 JSON mapping (camelCase names, enums as names)."""
-    return json_format.MessageToDict(result)
-
-
-def result_to_json(result: execution_pb2.ExecutionResult, *, indent: int | None = None) -> str:
-    return json.dumps(result_to_dict(result), indent=indent, ensure_ascii=False)

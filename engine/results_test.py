@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from engine.executor import CANCELLED, FAILED, RUN_FAILED, RUN_SUCCEEDED, SKIPPED, SUCCEEDED, NodeOutcome, RunOutcome
-from engine.results import build_result, result_to_dict, result_to_json, to_value
+from engine.results import build_result
+from engine.values import result_to_dict, result_to_json
 from engine.secrets import Redactor
-from engine.spec import value_to_python
+from engine.values import value_to_python
 from proto.pipedreamer.v1 import execution_pb2
 
 
@@ -90,17 +90,6 @@ def test_secrets_are_redacted_in_outputs_and_errors():
     assert "s3cr3t" not in text
     assert value_to_python(result.nodes["a"].output) == {"echo": "key=***", "***": 1}
     assert result.error == "node b failed: bad token ***"
-
-
-@pytest.mark.parametrize("value", [None, True, 3, 2.5, "s", [1, [2]], {"a": {"b": (1, 2)}}])
-def test_to_value_round_trips(value):
-    expected = json.loads(json.dumps(value))
-    assert value_to_python(to_value(value)) == expected
-
-
-def test_to_value_rejects_other_types():
-    with pytest.raises(TypeError, match="set is not JSON-serialisable"):
-        to_value({1, 2})
 
 
 def test_a_node_returning_a_numeric_secret_is_redacted_in_its_node_output_too():

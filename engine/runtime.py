@@ -26,6 +26,7 @@ from engine.loader import LoadError, NodeModules, load_nodes
 from engine.results import build_result
 from engine.secrets import MOUNT_DIR, Redactor, load_secrets
 from engine.spec import SpecError, config_to_dict, load_spec
+from engine.values import DEFAULT_MAX_OUTPUT
 from proto.pipedreamer.v1 import execution_pb2, workflow_pb2
 
 ENGINE_LOG_NAME = "engine"
@@ -71,13 +72,14 @@ class Engine:
         sink: LogSink,
         executor: WorkflowExecutor | None,
         fetch_session: aiohttp.ClientSession | None,
+        max_output: int = DEFAULT_MAX_OUTPUT,
     ):
         self.directory = directory
         self._workflow = workflow
         self._secrets = secrets
         self._redactor = sink.redactor
         self._sink = sink
-        self._executor: WorkflowExecutor = executor or DAGExecutor(describe=self.describe_error)
+        self._executor: WorkflowExecutor = executor or DAGExecutor(describe=self.describe_error, max_output=max_output)
         self._session = fetch_session
         self._owns_session = fetch_session is None
         self._fetcher = HttpFetcher(self.session, workflow.config, secrets)
@@ -101,6 +103,7 @@ class Engine:
         secrets_mount: Path | None = MOUNT_DIR,
         secrets: Mapping[str, Any] | None = None,
         before_import: Callable[[workflow_pb2.WorkflowSpec, Mapping[str, Any]], None] | None = None,
+        max_output: int = DEFAULT_MAX_OUTPUT,
     ) -> "Engine":
         """Loads, compiles and imports the workflow; raises SpecError, CompileError, LoadError or SecretsError.
 
@@ -108,6 +111,7 @@ class Engine:
         `.secrets.yaml` < `secrets_mount`) unless `secrets` gives them outright.
         `before_import(spec, secrets)` runs after the spec and secrets are read
         and before the first node module is imported (the permission lock).
+        `max_output`: bytes of JSON a node's output may take before it fails the node.
         """
         directory = Path(workflow_dir).absolute()
         if directory.is_file():
@@ -120,7 +124,7 @@ class Engine:
             directory,
             before_import=None if before_import is None else lambda spec: before_import(spec, loaded_secrets),
         )
-        return cls(directory, workflow, types.MappingProxyType(dict(secrets)), sink, executor, fetch_session)
+        return cls(directory, workflow, types.MappingProxyType(dict(secrets)), sink, executor, fetch_session, max_output)
 
     # -- what callers read -------------------------------------------------
 

@@ -12,9 +12,10 @@ import aiohttp
 import pytest
 
 from engine.loader import LoadError
-from engine.results import result_to_dict, result_to_json
+from engine.values import result_to_dict, result_to_json
 from engine.runtime import Engine
-from engine.spec import SpecError, value_to_python
+from engine.spec import SpecError
+from engine.values import value_to_python
 from tests.support import write_workflow
 from proto.pipedreamer.v1 import execution_pb2
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 from croniter import croniter
-from google.protobuf import struct_pb2
 
 from engine.yaml_values import PlainValues, YAMLValueError
+from engine.values import struct_to_python
 from proto.pipedreamer.v1 import workflow_pb2
 
 WORKFLOW_FILE = "workflow.yaml"
@@ -160,27 +160,6 @@ def config_to_dict(config: workflow_pb2.WorkflowConfig) -> dict[str, Any]:
     if config.HasField("retries"):
         merged["retries"] = config.retries
     return merged
-
-
-def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """Struct → dict, with whole numbers back as ints (Struct keeps only doubles)."""
-    return {key: value_to_python(value) for key, value in struct.fields.items()}
-
-
-def value_to_python(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return struct_to_python(value.struct_value)
-    if kind == "list_value":
-        return [value_to_python(v) for v in value.list_value.values]
-    if kind == "number_value":
-        number = value.number_value
-        return int(number) if number.is_integer() and abs(number) < 2**53 else number
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    return None
 
 
 def load_spec(path: str | pathlib.Path, *, check_sources: bool = True) -> LoadedSpec:

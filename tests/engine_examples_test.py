@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.results import result_to_json
+from engine.values import result_to_json
 from engine.runtime import Engine
-from engine.spec import value_to_python
+from engine.values import value_to_python
 from proto.pipedreamer.v1 import execution_pb2
 from tests import fake_services
 from tests.fake_services import serve

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.results import result_to_json
+from engine.values import result_to_json
 from engine.runtime import Engine
-from engine.spec import value_to_python
+from engine.values import value_to_python
 from tests.support import write_workflow
 from proto.pipedreamer.v1 import execution_pb2
 from tests import fake_services

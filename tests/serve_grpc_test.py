@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from engine.results import result_to_dict
+from engine.values import result_to_dict
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
 from tests.serve_harness import serving
 from tests.support import write_workflow

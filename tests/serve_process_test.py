@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from google.protobuf import struct_pb2
 
-from engine.results import result_to_dict
+from engine.values import result_to_dict
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
 from tests.serve_harness import ServerProcess, post_json
 from tests.support import REPO, SLEEPING_NODE, write_workflow
@@ -421,5 +421,27 @@ def test_runs_in_flight_are_bounded_by_default(tmp_path: Path):
         server.wait_ready()
         status, health = _request(server.url + "/healthz?verbose", method="GET")
         assert health["max_concurrent_runs"] == 64
+    finally:
+        server.close()
+
+
+def test_a_node_output_past_max_output_fails_the_node_and_the_engine_keeps_serving(tmp_path: Path):
+    big = "async def run(ctx, input):\n    return 'x' * input['mib'] * 1024 * 1024\n"
+    flow = write_workflow(tmp_path / "flow", {"big": big}, node_options={"big": {"retries": 0}})
+    server = ServerProcess.engine(flow, f"--allow-read={flow}", "--grpc-port", "-1")
+    try:
+        server.wait_ready()
+        status, body = post_json(server.url + "/run", {"mib": 20})
+        assert status == 500, body
+        assert body["nodes"]["big"]["error"] == "output of node big is larger than 16 MiB as JSON (--max-output)"
+        status, body = post_json(server.url + "/run", {"mib": 1})
+        assert status == 200 and len(body["output"]) == 1024 * 1024
+    finally:
+        server.close()
+    server = ServerProcess.engine(flow, f"--allow-read={flow}", "--grpc-port", "-1", "--max-output", "512KiB")
+    try:
+        server.wait_ready()
+        status, body = post_json(server.url + "/run", {"mib": 1})
+        assert status == 500 and "larger than 524288 bytes as JSON (--max-output)" in body["nodes"]["big"]["error"]
     finally:
         server.close()

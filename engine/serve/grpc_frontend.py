@@ -17,9 +17,9 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from engine.executor import json_problem
+from engine.values import json_problem
 from engine.serve.admission import AtCapacity, Draining, RunGate
-from engine.spec import value_to_python
+from engine.values import value_to_python
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
 
 log = logging.getLogger("pipedreamer.grpc")

@@ -28,8 +28,8 @@ from typing import Any, Callable
 from aiohttp import web
 
 from engine.serve.admission import AtCapacity, Draining, RunGate
-from engine.executor import parse_input
-from engine.result_json import result_to_json
+from engine.values import parse_input
+from engine.values import result_to_json
 from engine.serve.options import HttpOptions
 from proto.pipedreamer.v1 import execution_pb2
 

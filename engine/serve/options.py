@@ -13,6 +13,7 @@ from typing import Any
 from engine import sandbox
 from engine.context import LOG_FORMATS
 from engine.spec import parse_duration
+from engine.values import DEFAULT_MAX_OUTPUT
 
 MIB = 1024 * 1024
 DEFAULT_MAX_BODY = 10 * MIB
@@ -49,6 +50,7 @@ class ServeOptions:
     watch: bool = False
     http: HttpOptions = HttpOptions()
     max_concurrent_runs: int | None = DEFAULT_MAX_CONCURRENT_RUNS
+    max_output: int = DEFAULT_MAX_OUTPUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     # A sandbox.PermissionPolicy; None runs unlocked (in-process tests only).
     policy: Any = None
@@ -101,6 +103,8 @@ def add_serve_flags(parser: argparse.ArgumentParser, *, host: str, watch: bool) 
     parser.add_argument("--max-body", type=parse_size, default=DEFAULT_MAX_BODY, help="largest accepted request body (default: 10MiB)")
     parser.add_argument("--max-concurrent-runs", type=_count, default=DEFAULT_MAX_CONCURRENT_RUNS,
                         help=f"runs in flight before 429 / RESOURCE_EXHAUSTED (default: {DEFAULT_MAX_CONCURRENT_RUNS}; 0: no limit)")
+    parser.add_argument("--max-output", type=parse_size, default=DEFAULT_MAX_OUTPUT,
+                        help="largest output a node may return, as JSON; larger fails the node (default: 16MiB)")
     parser.add_argument("--shutdown-timeout", type=_duration, default=DEFAULT_SHUTDOWN_TIMEOUT,
                         help="how long runs in flight may take to finish on SIGTERM (default: 25s)")
     parser.add_argument("--body-timeout", type=_duration, default=HttpOptions.body_timeout, help="a request body must arrive within this (default: 30s)")
@@ -120,6 +124,7 @@ def options_from_args(args: argparse.Namespace, workflow: str | Path) -> ServeOp
         watch=args.watch,
         http=HttpOptions(max_body=args.max_body, body_timeout=args.body_timeout, idle_timeout=args.idle_timeout),
         max_concurrent_runs=args.max_concurrent_runs or None,
+        max_output=args.max_output,
         shutdown_timeout=args.shutdown_timeout,
         policy=sandbox.policy_from_args(args),
     )

@@ -138,7 +138,11 @@ class ServingEngine:
         if options.policy is not None:
             lock, lock_report = lock_before_import(options.policy, _workflow_dir(options.workflow))
         engine = await Engine.start(
-            options.workflow, secrets_path=options.secrets_path, log_format=options.log_format, before_import=lock
+            options.workflow,
+            secrets_path=options.secrets_path,
+            log_format=options.log_format,
+            before_import=lock,
+            max_output=options.max_output,
         )
         serving = cls(engine, options)
         serving.lock = lock_report()

@@ -18,8 +18,8 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from engine.serve.admission import RunGate, RunRejected
-from engine.executor import parse_input
-from engine.result_json import result_to_json
+from engine.values import parse_input
+from engine.values import result_to_json
 from engine.spec import config_to_dict
 from proto.pipedreamer.v1 import execution_pb2, workflow_pb2
 
