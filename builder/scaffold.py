@@ -9,10 +9,11 @@ import pathlib
 import shutil
 import tempfile
 
+from engine.errors import PipedreamerError
 from engine.spec import MAX_NAME_LENGTH, _NAME_RE
 
 
-class ScaffoldError(Exception):
+class ScaffoldError(PipedreamerError):
     """The project cannot be created where asked."""
 
 

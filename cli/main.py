@@ -14,6 +14,7 @@ from absl import logging as absl_logging
 from absl.flags import argparse_flags
 
 from cli.output import Output
+from engine.errors import PipedreamerError
 
 # Verb → module in cli/. Each module has HELP, add_arguments(parser) and run(args, out).
 COMMANDS = {
@@ -31,9 +32,6 @@ COMMANDS = {
     "cluster": "cli.cluster",
     "visualize": "cli.visualize",
 }
-
-# Our own packages: their exceptions are explained failures, not crashes.
-_DOMAIN_PACKAGES = ("engine.", "builder.", "k8s.", "cli.")
 
 
 def _add_global_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -82,11 +80,6 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> arg
     return args
 
 
-def _is_domain_error(exc: BaseException) -> bool:
-    module = type(exc).__module__ or ""
-    return module.startswith(_DOMAIN_PACKAGES)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_arguments(parser, sys.argv[1:] if argv is None else argv)
@@ -98,15 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.error("interrupted")
         return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+    except PipedreamerError as exc:  # explained: the message says what and where
         if args.debug:
             raise
-        problems = getattr(exc, "problems", None)
-        details = {}
-        if problems:
-            details["problems"] = [p.to_dict() if hasattr(p, "to_dict") else str(p) for p in problems]
-        if _is_domain_error(exc):
-            out.error(str(exc), details)
-        else:
-            out.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", details)
+        out.error(str(exc), {k: v for k, v in exc.to_dict().items() if k != "error"})
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: a bug
+        if args.debug:
+            raise
+        out.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         return 1

@@ -11,15 +11,16 @@ import dataclasses
 import heapq
 from typing import Iterable, Mapping
 
+from engine.errors import PipedreamerError, Problem
 from proto.pipedreamer.v1 import workflow_pb2
 
 
-class CompileError(Exception):
-    """The spec's graph cannot run; `problems` lists every reason."""
+class CompileError(PipedreamerError):
+    """The spec's graph cannot run; `problems` lists every reason (field path and what is wrong)."""
 
     def __init__(self, problems: list[str]):
-        self.problems = tuple(problems)
-        super().__init__("; ".join(problems))
+        described = [Problem("", None, *text.split(": ", 1)) if ": " in text else Problem("", None, "", text) for text in problems]
+        super().__init__("; ".join(problems), problems=described)
 
 
 @dataclasses.dataclass(frozen=True)

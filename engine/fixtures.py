@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from engine import sandbox
 from engine.compiler import CompileError
+from engine.errors import PipedreamerError
 from engine.context import Response
 from engine.executor import node_policies
 from engine.values import DEFAULT_MAX_OUTPUT, MAX_JSON_DEPTH, output_problem, too_deep, value_to_python
@@ -37,7 +38,7 @@ PIPELINE = "pipeline"
 SECRET_ONLY_DIFF = "expected and actual differ only in secret values (shown as ***)\n"
 
 
-class FixtureError(Exception):
+class FixtureError(PipedreamerError):
     """A fixture file or test target that cannot be used; the message names it."""
 
 

@@ -17,6 +17,7 @@ import types
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
+from engine.errors import PipedreamerError
 from proto.pipedreamer.v1 import workflow_pb2
 
 NodeFunction = Callable[[Any, Any], Awaitable[Any]]
@@ -41,12 +42,12 @@ class LoadProblem:
         return dataclasses.asdict(self)
 
 
-class LoadError(Exception):
+class LoadError(PipedreamerError):
     """Node modules that cannot be used; `problems` lists every reason (file and line)."""
 
     def __init__(self, problems: list[LoadProblem]):
-        self.problems = tuple(problems)
         super().__init__("\n".join(str(p) for p in problems))
+        self.problems = tuple(problems)  # type: ignore[assignment] - LoadProblems, each naming its node
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from engine.errors import PipedreamerError
 from engine.yaml_values import YAMLValueError, load_plain_yaml
 
 SECRETS_DIR = ".secrets"
@@ -23,12 +24,12 @@ REDACTED = "***"
 Secrets = dict[str, Any]
 
 
-class SecretsError(Exception):
+class SecretsError(PipedreamerError):
     """A secrets source that exists but cannot be read; the message names the file."""
 
     def __init__(self, file: Path | str, message: str):
         self.file = str(file)
-        super().__init__(f"{file}: {message}")
+        super().__init__(f"{file}: {message}", file=self.file)
 
 
 def load_secrets(

@@ -19,6 +19,7 @@ import yaml
 from croniter import croniter
 
 from engine.yaml_values import PlainValues, YAMLValueError
+from engine.errors import PipedreamerError, Problem, reading_order
 from engine.values import struct_to_python
 from proto.pipedreamer.v1 import workflow_pb2
 
@@ -53,36 +54,7 @@ _NODE_KEYS = ("path", "timeout", "retries", "description")
 _EDGE_KEYS = ("from", "to")
 
 
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """One thing wrong (or suspicious) in a workflow file."""
-
-    file: str
-    line: int | None
-    field: str
-    message: str
-    severity: str = "error"
-
-    def __str__(self) -> str:
-        """Where and what, without the severity: ``file:line: field: message``."""
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {self.message}"
-
-    def describe(self) -> str:
-        """One line of a report: ``error: `` or ``warning: ``, then where and what."""
-        return f"{self.severity}: {self}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def reading_order(problems: Iterable[Problem]) -> tuple[Problem, ...]:
-    """By file and line (file-wide problems first), errors before warnings on a line."""
-    return tuple(sorted(problems, key=lambda p: (p.file, p.line or 0, p.severity != "error")))
-
-
-class SpecError(Exception):
+class SpecError(PipedreamerError):
     """A workflow file that cannot be used; `problems` lists every reason.
 
     The message is the report: one line per problem in reading order, each
@@ -90,8 +62,7 @@ class SpecError(Exception):
     """
 
     def __init__(self, problems: Iterable[Problem]):
-        self.problems = reading_order(problems)
-        super().__init__("\n".join(p.describe() for p in self.problems))
+        super().__init__(problems=problems)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.errors import PipedreamerError
 
-class ClusterError(Exception):
+
+class ClusterError(PipedreamerError):
     """A cluster operation failed; the message names the server, resource, verb or namespace.
 
     `reason` is a short machine-readable cause (`unreachable`, `forbidden`,
@@ -14,6 +16,8 @@ class ClusterError(Exception):
     """
 
     def __init__(self, message: str, *, reason: str = "failed", **details: Any):
-        super().__init__(message)
+        super().__init__(message, **details)
         self.reason = reason
-        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "reason": self.reason}
