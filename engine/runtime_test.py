@@ -16,7 +16,7 @@ from engine.values import result_to_dict, result_to_json
 from engine.runtime import Engine
 from engine.spec import SpecError
 from engine.values import value_to_python
-from tests.support import write_workflow
+from tests.support import wait_for_async, write_workflow
 from proto.pipedreamer.v1 import execution_pb2
 
 pytestmark = pytest.mark.timeout(60)
@@ -260,8 +260,7 @@ async def test_cancelling_a_run_cancels_its_nodes_and_releases_in_flight(tmp_pat
     write_workflow(tmp_path, {"hang": "import asyncio\nasync def run(ctx, input):\n    await asyncio.sleep(30)\n"})
     engine = await start(tmp_path)
     task = asyncio.create_task(engine.run({}))
-    await asyncio.sleep(0.02)
-    assert engine.in_flight == 1
+    await wait_for_async("the run in flight", lambda: engine.in_flight == 1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

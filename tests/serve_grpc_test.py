@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from engine.values import result_to_dict
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
 from tests.serve_harness import serving
-from tests.support import write_workflow
+from tests.support import wait_for_async, write_workflow
 
 NODES = {
     "work": """
@@ -74,11 +74,14 @@ async def test_health_is_serving_then_not_serving_while_draining(workflow: Path)
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         slow = asyncio.ensure_future(stub.Run(_request({"sleep": 0.5})))
-        await asyncio.sleep(0.1)
+        await wait_for_async("a run in flight", lambda: server.gate.in_flight == 1)
         shutdown = asyncio.create_task(server.shutdown(timeout=5))
-        await asyncio.sleep(0.1)
-        reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
-        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        async def not_serving() -> bool:
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            return reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        await wait_for_async("health NOT_SERVING while draining", not_serving)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.Run(_request({}))
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -91,7 +94,7 @@ async def test_runs_past_the_cap_are_resource_exhausted(workflow: Path):
     async with serving(workflow, max_concurrent_runs=1) as server, grpc.aio.insecure_channel(server.grpc_address) as channel:
         stub = execution_pb2_grpc.WorkflowServiceStub(channel)
         slow = asyncio.ensure_future(stub.Run(_request({"sleep": 0.4})))
-        await asyncio.sleep(0.1)
+        await wait_for_async("a run in flight", lambda: server.gate.in_flight == 1)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.Run(_request({}))
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -106,7 +109,7 @@ async def test_http_and_grpc_share_one_run_cap(workflow: Path):
     async with serving(workflow, max_concurrent_runs=1) as server, grpc.aio.insecure_channel(server.grpc_address) as channel:
         stub = execution_pb2_grpc.WorkflowServiceStub(channel)
         slow = asyncio.ensure_future(stub.Run(_request({"sleep": 0.4})))
-        await asyncio.sleep(0.1)
+        await wait_for_async("a run in flight", lambda: server.gate.in_flight == 1)
         async with aiohttp.ClientSession() as session, session.post(server.http_address + "/run", json={}) as response:
             assert response.status == 429
         await slow

@@ -12,7 +12,7 @@ import pytest
 
 from engine.serve.options import HttpOptions
 from tests.serve_harness import serving
-from tests.support import write_workflow
+from tests.support import wait_for_async, write_workflow
 
 NODES = {
     "echo": """
@@ -201,8 +201,7 @@ async def test_runs_past_the_cap_get_429_with_a_clear_message(workflow: Path):
     async with serving(workflow, max_concurrent_runs=2) as server, aiohttp.ClientSession() as session:
         url = server.http_address + "/run"
         slow = [asyncio.create_task(_post(session, url, {"sleep": 0.5})) for _ in range(2)]
-        await asyncio.sleep(0.1)
-        assert server.gate.in_flight == 2
+        await wait_for_async("two runs in flight", lambda: server.gate.in_flight == 2)
         async with session.post(url, json={}) as response:
             assert response.status == 429
             assert response.headers["Retry-After"] == "1"
@@ -222,9 +221,9 @@ async def test_draining_answers_503_on_run_and_readyz_while_runs_in_flight_finis
         async with session.get(url + "/readyz") as response:
             assert response.status == 200 and (await response.json())["status"] == "ready"
         slow = asyncio.create_task(_post(session, url + "/run", {"sleep": 0.6}))
-        await asyncio.sleep(0.1)
+        await wait_for_async("a run in flight", lambda: server.gate.in_flight == 1)
         shutdown = asyncio.create_task(server.shutdown(timeout=5))
-        await asyncio.sleep(0.1)
+        await wait_for_async("the engine draining", lambda: server.gate.draining)
         async with aiohttp.ClientSession() as other:
             async with other.get(url + "/readyz") as response:
                 assert response.status == 503 and (await response.json())["status"] == "draining"
@@ -238,7 +237,7 @@ async def test_draining_answers_503_on_run_and_readyz_while_runs_in_flight_finis
 async def test_shutdown_deadline_cancels_runs_and_answers_them(workflow: Path):
     async with serving(workflow) as server, aiohttp.ClientSession() as session:
         slow = asyncio.create_task(_post(session, server.http_address + "/run", {"sleep": 30}))
-        await asyncio.sleep(0.1)
+        await wait_for_async("a run in flight", lambda: server.gate.in_flight == 1)
         started = time.monotonic()
         await server.shutdown(timeout=0.3)
         status, body = await slow
@@ -343,6 +342,7 @@ async def test_a_blocking_node_stalls_but_does_not_break_other_requests(tmp_path
     flow = write_workflow(tmp_path / "blocking", {"blocks": FAULTS["blocks"]}, node_options={"blocks": {"timeout": "5s"}})
     async with serving(flow) as server, aiohttp.ClientSession() as session:
         run = asyncio.create_task(_post(session, server.http_address + "/run", {}))
+        # No state to wait on here: while the node blocks, this coroutine (same loop) cannot run.
         await asyncio.sleep(0.1)
         async with session.get(server.http_address + "/healthz") as response:
             assert response.status == 200

@@ -20,7 +20,7 @@ from google.protobuf import struct_pb2
 from engine.values import result_to_dict
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
 from tests.serve_harness import ServerProcess, post_json
-from tests.support import REPO, SLEEPING_NODE, write_workflow
+from tests.support import REPO, SLEEPING_NODE, wait_for, write_workflow
 
 SLOW = {"slow": SLEEPING_NODE}
 
@@ -53,7 +53,7 @@ def test_engine_finishes_the_run_in_flight_on_a_signal_and_exits_0(tmp_path: Pat
         run = _post_in_background(server.url + "/run", {"sleep": 1.0})
         _wait_in_flight(server)
         server.signal(signum)
-        time.sleep(0.2)
+        wait_for("/readyz to answer 503 (draining)", lambda: _request(server.url + "/readyz", method="GET")[0] == 503)
         status, body = post_json(server.url + "/run", {})  # still listening, but draining
         assert status == 503 and "shutting down" in body["error"]
         status, body = run.result(10)
@@ -156,12 +156,10 @@ def _wait_for_output(server: ServerProcess, text: str, timeout: float = 10.0) ->
 
 
 def _wait_until(predicate, server: ServerProcess, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s:\n{server.output()}")
+    try:
+        wait_for("the condition", predicate, timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{server.output()}") from None
 
 
 def test_a_node_denied_by_the_permission_lock_fails_its_run_naming_the_flag(tmp_path: Path):
@@ -399,13 +397,7 @@ def test_a_caller_that_hangs_up_cancels_its_run(tmp_path: Path):
                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
             )
             _wait_in_flight(server)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            status, health = _request(server.url + "/healthz?verbose", method="GET")
-            if health["in_flight"] == 0:
-                break
-            time.sleep(0.05)
-        assert health["in_flight"] == 0, server.output()
+        wait_for("the run to be cancelled", lambda: _request(server.url + "/healthz?verbose", method="GET")[1]["in_flight"] == 0, 10)
         import urllib.request
 
         with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
