@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from builder import reference
 from builder.secrets_manifest import redact_secret, render_secret, secret_checksum, secret_name
 from proto.pipedreamer.v1 import workflow_pb2
 
@@ -106,11 +107,6 @@ class ManifestOptions:
 DEFAULT_CLUSTER_REGISTRY = "localhost:30500"
 
 
-def image_tag(version: str) -> str:
-    """An OCI tag for a semver version: `+build` metadata is not allowed in tags."""
-    return version.replace("+", "_")[:128]
-
-
 def image_reference(
     spec: workflow_pb2.WorkflowSpec,
     *,
@@ -123,7 +119,7 @@ def image_reference(
     if image:
         return image
     prefix = (cluster_registry or registry or "").strip().rstrip("/") or DEFAULT_CLUSTER_REGISTRY
-    return f"{prefix}/{spec.name}:{image_tag(spec.version)}"
+    return reference.image_reference(prefix, spec.name, spec.version)
 
 
 def label_value(text: str) -> str:
