@@ -380,6 +380,7 @@ def render_cronjobs(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -
             # The trigger pod runs under the same sandbox as the engine: one
             # RuntimeClass per workflow to reason about.
             pod["spec"]["runtimeClassName"] = options.runtime_class
+        schedule = {"schedule": trigger.schedule, **({"timeZone": trigger.timezone} if trigger.timezone else {})}
         jobs.append(
             {
                 "apiVersion": "batch/v1",
@@ -391,7 +392,7 @@ def render_cronjobs(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -
                     "annotations": dict(annotations),
                 },
                 "spec": {
-                    "schedule": trigger.schedule,
+                    **schedule,
                     "concurrencyPolicy": "Forbid",
                     "startingDeadlineSeconds": 300,
                     "successfulJobsHistoryLimit": 3,

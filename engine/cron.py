@@ -16,16 +16,19 @@ quirks included, so `validate` accepts what `deploy` will get through:
   of a range (`*-5`) is ignored. Numbers are Go integers (`+5` is 5).
 
 Not part of it (croniter accepts them, the API server does not): `L`, `W`,
-`#`, six fields (seconds or years), @reboot.
+`#`, six fields (seconds or years), @reboot. A time zone is not written in
+the schedule but beside it (`spec.timeZone`, the trigger's `timezone`),
+checked as the API server checks it: `time_zone_problem`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import zoneinfo
 from collections.abc import Mapping
 
-__all__ = ["DESCRIPTORS", "go_duration", "schedule_problem"]
+__all__ = ["DESCRIPTORS", "go_duration", "schedule_problem", "time_zone_problem"]
 
 DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 _EVERY = "@every "
@@ -71,7 +74,8 @@ class _Invalid(ValueError):
 def schedule_problem(schedule: str) -> str | None:
     """None when the API server accepts `schedule` for a new CronJob, else what is wrong with it."""
     if "TZ" in schedule:
-        return f"Kubernetes refuses a time zone (TZ= or CRON_TZ=, any 'TZ') in a CronJob schedule, got {schedule!r}"
+        return (f"Kubernetes refuses a time zone (TZ= or CRON_TZ=, any 'TZ') in a CronJob schedule, got {schedule!r}; "
+                "give the trigger a timezone instead (e.g. timezone: Europe/Paris)")  # fmt: skip
     if schedule.startswith("@"):
         if schedule in DESCRIPTORS:
             return None
@@ -91,6 +95,25 @@ def schedule_problem(schedule: str) -> str | None:
             _check_field(text, field)
         except _Invalid as exc:
             return f"invalid cron schedule {schedule!r}: {field.name} {text!r}: {exc}"
+    return None
+
+
+# Each part of a zone name, as the API server allows it (no digits-only POSIX TZ strings).
+_ZONE_PART = re.compile(r"[A-Za-z.\-_0-9+]{1,14}")
+
+
+def time_zone_problem(name: str) -> str | None:
+    """None when the API server accepts `name` as a CronJob's spec.timeZone, else what is wrong with it."""
+    expected = "expected an IANA time zone such as Europe/Paris or UTC"
+    for part in name.split("/"):
+        if part in (".", "..") or part.startswith("-") or not _ZONE_PART.fullmatch(part):
+            return f"unknown time zone {name!r} ({expected})"
+    if name.lower() == "local":
+        return f"{name!r} is the controller's own time zone, not an explicit one ({expected})"
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return f"unknown time zone {name!r} ({expected})"
     return None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.cron import go_duration, schedule_problem
+from engine.cron import go_duration, schedule_problem, time_zone_problem
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,24 @@ def test_go_durations(text, nanoseconds):
 def test_bad_go_durations(text):
     with pytest.raises(ValueError):
         go_duration(text)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/Argentina/Buenos_Aires", "Etc/GMT+5"])
+def test_time_zones_the_api_server_takes(zone):
+    assert time_zone_problem(zone) is None
+
+
+@pytest.mark.parametrize(
+    "zone,problem",
+    [
+        ("Local", "'Local' is the controller's own time zone, not an explicit one"),
+        ("Mars/Olympus", "unknown time zone 'Mars/Olympus'"),
+        ("../etc/passwd", "unknown time zone '../etc/passwd'"),
+        ("-Europe/Paris", "unknown time zone"),
+        ("Europe/Paris/", "unknown time zone"),
+        ("Antarctica/DumontDUrvilleX", "unknown time zone"),  # a part longer than 14 characters
+    ],
+)
+def test_time_zones_the_api_server_refuses(zone, problem):
+    found = time_zone_problem(zone)
+    assert found is not None and problem in found, found

@@ -46,7 +46,9 @@ _TRIGGER_TYPES = {
 }
 # The field each trigger type requires.
 _TRIGGER_REQUIRED = {"cron": "schedule", "queue": "subject", "webhook": "path"}
-_TRIGGER_FIELDS = ("type", "name", "schedule", "subject", "path")
+_TRIGGER_FIELDS = ("type", "name", "schedule", "timezone", "subject", "path")
+# Keys only one trigger type uses, besides _TRIGGER_REQUIRED's.
+_TRIGGER_ONLY = {"timezone": "cron"}
 _NODE_KEYS = ("path", "timeout", "retries", "description")
 _EDGE_KEYS = ("from", "to")
 
@@ -422,6 +424,10 @@ class _Parser:
                     continue
                 if key == "type":
                     continue
+                only = _TRIGGER_ONLY.get(key)
+                if type_name and only and only != type_name:
+                    self.warn(key_node, f"{field}.{key}", f"ignored for a {type_name} trigger")
+                    continue
                 if type_name and key in _TRIGGER_REQUIRED.values() and _TRIGGER_REQUIRED.get(type_name) != key:
                     self.warn(key_node, f"{field}.{key}", f"ignored for a {type_name} trigger")
                     continue
@@ -445,6 +451,9 @@ class _Parser:
                 problem = cron.schedule_problem(trigger.schedule)
                 if problem:
                     self.error(fields["schedule"][1], f"{field}.schedule", problem)
+                zone_problem = trigger.timezone and cron.time_zone_problem(trigger.timezone)
+                if zone_problem:
+                    self.error(fields["timezone"][1], f"{field}.timezone", zone_problem)
             elif type_name == "queue" and trigger.subject and not _NATS_SUBJECT_RE.match(trigger.subject):
                 self.error(fields["subject"][1], f"{field}.subject", f"invalid NATS subject {trigger.subject!r}")
             elif type_name == "webhook" and trigger.path and not trigger.path.startswith("/"):

@@ -230,6 +230,20 @@ def test_five_field_schedules_are_still_checked(schedule, fragment):
         assert fragment in error
 
 
+def test_cron_timezone_is_checked_and_only_for_cron_triggers():
+    spec = "name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\ntriggers:\n%s"
+    loaded = parse_spec(spec % "  - {type: cron, schedule: '0 9 * * *', timezone: America/New_York}\n")
+    assert loaded.spec.triggers[0].timezone == "America/New_York"
+    (error,) = errors_of(spec % "  - {type: cron, schedule: '0 9 * * *', timezone: Mars/Olympus}\n")
+    assert error == ("workflow.yaml:5: triggers[0].timezone: unknown time zone 'Mars/Olympus' "
+                     "(expected an IANA time zone such as Europe/Paris or UTC)")  # fmt: skip
+    (error,) = errors_of(spec % "  - {type: cron, schedule: 'CRON_TZ=Europe/Paris 0 9 * * *'}\n")
+    assert "give the trigger a timezone instead (e.g. timezone: Europe/Paris)" in error
+    ignored = parse_spec(spec % "  - {type: manual, timezone: UTC}\n")
+    assert ignored.spec.triggers[0].timezone == ""
+    assert [str(w) for w in ignored.warnings] == ["workflow.yaml:5: triggers[0].timezone: ignored for a manual trigger"]
+
+
 def test_cycle_is_named():
     errors = errors_of(
         """\

@@ -1,9 +1,9 @@
 """`validate` and a real kube-apiserver agree on cron schedules: each accepts exactly what the other does.
 
-Every schedule of the table goes through the spec parser (what `validate` and
-`deploy` run) and, as the schedule of our rendered CronJob, through the API
-server's own validation (a server-side dry-run create with the kubernetes
-client). Any schedule one accepts and the other refuses is a failure.
+Every schedule (and time zone) of the tables goes through the spec parser
+(what `validate` and `deploy` run) and, in our rendered CronJob, through the
+API server's own validation (a server-side dry-run create with the
+kubernetes client). Any value one accepts and the other refuses is a failure.
 """
 
 from __future__ import annotations
@@ -49,42 +49,64 @@ SCHEDULES = [
     "TZ=UTC 0 0 * * *", "CRON_TZ=UTC 0 0 * * *", "TZ=Europe/Paris @daily", "CRON_TZ=UTC", "tz=UTC 0 0 * * *",
 ]  # fmt: skip
 
+# The trigger's `timezone`, the CronJob's spec.timeZone.
+TIME_ZONES = [
+    "UTC", "Europe/Paris", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "Asia/Kolkata", "EST5EDT", "US/Pacific",
+    "Local", "local", "Mars/Olympus", "europe/paris", "Europe", "Europe/Paris/", "Europe//Paris", "/Europe/Paris",
+    "../etc/passwd", "-Europe/Paris", "Europe/-Paris", "Etc/GMT+5 ", " UTC", "Europe/Pa ris",
+    "America/Indiana/Indianapolis", "Antarctica/DumontDUrville", "zone.tab", "UTC+1", "GMT0",
+]  # fmt: skip
 
-def spec_text(schedule: str) -> str:
+
+def spec_text(schedule: str, timezone: str | None = None) -> str:
+    trigger = {"type": "cron", "schedule": schedule, **({"timezone": timezone} if timezone is not None else {})}
     return yaml.safe_dump({
-        "name": "cron-check", "version": "1.0.0", "nodes": {"a": {"path": "nodes/a.py"}},
-        "triggers": [{"type": "cron", "schedule": schedule}],
+        "name": "cron-check", "version": "1.0.0", "nodes": {"a": {"path": "nodes/a.py"}}, "triggers": [trigger],
     })  # fmt: skip
 
 
-def validate_problem(schedule: str) -> str | None:
+def validate_problem(schedule: str, timezone: str | None = None) -> str | None:
     try:
-        parse_spec(spec_text(schedule))
+        parse_spec(spec_text(schedule, timezone))
     except SpecError as exc:
         return str(exc)
     return None
 
 
-def test_validate_accepts_exactly_the_schedules_the_api_server_accepts(kube, ns):
+def disagreements(kube, ns, cases: list[tuple[str, str | None]]) -> tuple[list[str], int, int]:
+    """(what validate and the API server disagree on, how many the server accepted, refused)."""
     batch = client.BatchV1Api(config.new_client_from_config(config_file=kube.kubeconfig))
     (cronjob,) = render_cronjobs(parse_spec(spec_text("@daily")).spec, ManifestOptions(namespace=ns, image="r/cron-check:1.0.0"))
-    disagreements, accepted, refused = [], 0, 0
-    for schedule in SCHEDULES:
+    found, accepted, refused = [], 0, 0
+    for schedule, timezone in cases:
         body = copy.deepcopy(cronjob)
         body["spec"]["schedule"] = schedule
+        if timezone is not None:
+            body["spec"]["timeZone"] = timezone
         try:
             batch.create_namespaced_cron_job(ns, body, dry_run="All")
             server = None
         except ApiException as exc:
-            assert exc.status == 422, (schedule, exc.status, exc.body)
+            assert exc.status == 422, (schedule, timezone, exc.status, exc.body)
             server = json.loads(exc.body)["message"]
-        ours = validate_problem(schedule)
+        ours = validate_problem(schedule, timezone)
         if (ours is None) != (server is None):
-            disagreements.append(f"{schedule!r}: validate: {ours or 'accepted'}; API server: {server or 'accepted'}")
+            found.append(f"{schedule!r} {timezone!r}: validate: {ours or 'accepted'}; API server: {server or 'accepted'}")
         accepted += server is None
         refused += server is not None
-    assert not disagreements, "\n".join(disagreements)
+    return found, accepted, refused
+
+
+def test_validate_accepts_exactly_the_schedules_the_api_server_accepts(kube, ns):
+    found, accepted, refused = disagreements(kube, ns, [(schedule, None) for schedule in SCHEDULES])
+    assert not found, "\n".join(found)
     assert accepted > 30 and refused > 30  # the table tries both sides
+
+
+def test_validate_accepts_exactly_the_time_zones_the_api_server_accepts(kube, ns):
+    found, accepted, refused = disagreements(kube, ns, [("0 9 * * *", zone) for zone in TIME_ZONES])
+    assert not found, "\n".join(found)
+    assert accepted > 5 and refused > 10
 
 
 def test_validate_names_the_schedule_kubernetes_would_refuse(tmp_path, capsys):
