@@ -30,6 +30,7 @@ from builder.oci import (
     parse_platform,
     read_base,
 )
+from builder.reference import image_reference, image_tag
 from builder.wheels import SITE_PACKAGES, cache_root, wheels_layer
 
 __all__ = [
@@ -129,7 +130,7 @@ class LayerReport:
 
 @dataclasses.dataclass(frozen=True)
 class BuildResult:
-    image: str  # {registry}/{name}:{version}
+    image: str  # builder.reference.image_reference: {registry}/{name}:{tag}
     digest: str  # of what the layout's index.json points to (manifest, or index for several platforms)
     layout: Path = Path()
     platforms: tuple[str, ...] = ()
@@ -144,11 +145,6 @@ class WorkflowInfo:
     name: str
     version: str
     node_paths: tuple[str, ...]
-
-
-def image_reference(registry: str, name: str, version: str) -> str:
-    registry = registry.strip().rstrip("/")
-    return f"{registry}/{name}:{version}" if registry else f"{name}:{version}"
 
 
 def read_workflow(workflow_dir: Path) -> WorkflowInfo:
@@ -235,7 +231,7 @@ def build_image(
                 )  # fmt: skip
                 manifests.append(manifest_desc)
                 sizes.append((image_size, base_size))
-            ref_annotations = {REF_NAME_ANNOTATION: info.version}
+            ref_annotations = {REF_NAME_ANNOTATION: image_tag(info.version)}
             if len(manifests) == 1:
                 top = {**manifests[0], "annotations": ref_annotations}
             else:

@@ -57,6 +57,7 @@ from builder.build import (
 from builder.errors import BuildError
 from builder.layers import Layer, resolve_mtime, write_layer
 from builder.oci import PYTHON_VERSION_LABEL, ImageSettings, parse_platform
+from builder.reference import image_reference, image_tag
 
 # bazel-out/<config>/bin/… (generated), external/<repo>/… and ../<repo>/… (other repositories).
 _GENERATED_PREFIX = re.compile(r"^bazel-out/[^/]+/(?:bin|genfiles)/")
@@ -242,8 +243,9 @@ def oci_files(settings: ImageSettings, info: WorkflowInfo) -> dict[str, str]:
         _plain("exposed port", port, forbidden="\n,")
     if not _REPOSITORY_NAME.match(info.name):
         raise BuildError(f"workflow name {info.name!r} is not a valid image repository name (lowercase a-z, 0-9, . _ -)")
-    if not _TAG.match(info.version):
-        raise BuildError(f"workflow version {info.version!r} is not a valid image tag")
+    tag = image_tag(info.version)
+    if not _TAG.match(tag):
+        raise BuildError(f"workflow version {info.version!r} gives {tag!r}, which is not a valid image tag")
     return {
         "entrypoint.txt": "\n".join(settings.entrypoint),
         "env.txt": "\n".join(f"{k}={v}" for k, v in settings.env.items()),
@@ -252,8 +254,8 @@ def oci_files(settings: ImageSettings, info: WorkflowInfo) -> dict[str, str]:
         # Read raw by rules_oci: no trailing newline.
         "created.txt": settings.created,
         "exposed_ports.txt": ",".join(settings.exposed_ports),
-        "repo_tags.txt": f"{info.name}:{info.version}\n",
-        "remote_tags.txt": f"{info.version}\n",
+        "repo_tags.txt": f"{image_reference('', info.name, info.version)}\n",
+        "remote_tags.txt": f"{tag}\n",
     }
 
 

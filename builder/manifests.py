@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from builder import reference
 from builder.secrets_manifest import redact_secret, render_secret, secret_checksum, secret_name
 from proto.pipedreamer.v1 import workflow_pb2
 
@@ -114,11 +115,6 @@ class ManifestOptions:
 DEFAULT_CLUSTER_REGISTRY = "localhost:30500"
 
 
-def image_tag(version: str) -> str:
-    """An OCI tag for a semver version: `+build` metadata is not allowed in tags."""
-    return version.replace("+", "_")[:128]
-
-
 def image_reference(
     spec: workflow_pb2.WorkflowSpec,
     *,
@@ -131,7 +127,7 @@ def image_reference(
     if image:
         return image
     prefix = (cluster_registry or registry or "").strip().rstrip("/") or DEFAULT_CLUSTER_REGISTRY
-    return f"{prefix}/{spec.name}:{image_tag(spec.version)}"
+    return reference.image_reference(prefix, spec.name, spec.version)
 
 
 def label_value(text: str) -> str:
@@ -398,6 +394,7 @@ def render_cronjobs(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -
             # The trigger pod runs under the same sandbox as the engine: one
             # RuntimeClass per workflow to reason about.
             pod["spec"]["runtimeClassName"] = options.runtime_class
+        schedule = {"schedule": trigger.schedule, **({"timeZone": trigger.timezone} if trigger.timezone else {})}
         jobs.append(
             {
                 "apiVersion": "batch/v1",
@@ -409,7 +406,7 @@ def render_cronjobs(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -
                     "annotations": dict(annotations),
                 },
                 "spec": {
-                    "schedule": trigger.schedule,
+                    **schedule,
                     "concurrencyPolicy": "Forbid",
                     "startingDeadlineSeconds": 300,
                     "successfulJobsHistoryLimit": 3,

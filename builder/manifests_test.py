@@ -217,6 +217,13 @@ def test_cronjob_fields():
     assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "cron-trigger"
 
 
+def test_cron_timezone_is_the_cronjobs_time_zone():
+    (job,) = render_cronjobs(spec_with(ONE_CRON), OPTIONS)
+    assert "timeZone" not in job["spec"]
+    (job,) = render_cronjobs(spec_with(ONE_CRON + "    timezone: Europe/Paris\n"), OPTIONS)
+    assert (job["spec"]["schedule"], job["spec"]["timeZone"]) == ("0 9 * * *", "Europe/Paris")
+
+
 def test_cronjob_posts_trigger_name_to_service():
     jobs = render_cronjobs(spec_with(TWO_CRON), OPTIONS)
     bodies, urls = [], []

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from typing import Sequence
-
-from absl import logging as absl_logging
-from absl.flags import argparse_flags
 
 from cli.output import Output
 from engine.errors import PipedreamerError
@@ -50,9 +48,10 @@ def _add_global_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse_flags.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="pipedreamer",
         description="Build, test and run code-first workflow DAGs locally and on Kubernetes.",
+        exit_on_error=False,  # parse_arguments names unknown options before other usage errors
     )
     _add_global_flags(parser, suppress=False)
     # Not required here: parse_arguments checks it after unknown options, so
@@ -68,11 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
-    """`parser.parse_args(argv)`, but unknown options are reported before a missing command.
+    """`parser.parse_args(argv)`, but unknown options are reported before anything else.
 
-    Exits 2 (argparse's usage error) on either.
+    `pipedreamer -v 1 validate` would otherwise complain about the command `1`:
+    whatever else is wrong, an option no parser knows is named first. Exits 2
+    (argparse's usage error).
     """
-    args, unknown = parser.parse_known_args(list(argv))
+    argv = list(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except argparse.ArgumentError as err:
+        unknown = _unknown_options(parser, argv)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}" if unknown else str(err))
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
@@ -80,12 +86,69 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> arg
     return args
 
 
+def _unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """The options in `argv` (before `--`) that neither the top parser nor any command defines."""
+    known: set[str] = set()
+    parsers = [parser]
+    while parsers:
+        current = parsers.pop()
+        for action in current._actions:  # argparse has no public listing of its actions
+            known.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    unknown = []
+    for token in argv:
+        if token == "--":
+            break
+        name = token.split("=", 1)[0]
+        if not token.startswith("-") or token == "-" or _is_number(token):
+            continue
+        # argparse takes unambiguous prefixes of long options (--out for --output).
+        if name in known or (name.startswith("--") and any(k.startswith(name) for k in known)):
+            continue
+        unknown.append(name)
+    return unknown
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class _StderrHandler(logging.Handler):
+    """The CLI's one log handler: `warning: pipedreamer.nats: …` on stderr, worded as Output words it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            # sys.stderr as it is now, not at set-up: tests and `Output` may have replaced it.
+            sys.stderr.write(f"{record.levelname.lower()}: {self.format(record)}\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def configure_logging(debug: bool) -> None:
+    """Standard logging for the CLI process: warnings and errors (the root logger's
+    default level), everything with --debug."""
+    root = logging.getLogger()
+    if debug:
+        root.setLevel(logging.DEBUG)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        root.addHandler(_StderrHandler())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_arguments(parser, sys.argv[1:] if argv is None else argv)
     out = Output(args.output)
-    absl_logging.set_verbosity(absl_logging.DEBUG if args.debug else absl_logging.WARNING)
-    absl_logging.use_python_logging()
+    configure_logging(args.debug)
     try:
         return int(args.handler(args, out) or 0)
     except KeyboardInterrupt:

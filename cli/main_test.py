@@ -117,6 +117,42 @@ def test_unknown_option_is_named_and_exits_2(argv, unknown, capsys):
     assert "required" not in err
 
 
+@pytest.mark.parametrize(
+    "argv,unknown",
+    [
+        # absl-py's own flags: the CLI is plain argparse, none of them may slip through.
+        (["-v", "1", "validate", str(EXAMPLE)], "-v"),
+        (["validate", str(EXAMPLE), "-v", "1"], "-v 1"),
+        (["--verbosity=1", "validate", str(EXAMPLE)], "--verbosity=1"),
+        (["--flagfile=flags.txt", "validate", str(EXAMPLE)], "--flagfile=flags.txt"),
+        (["--helpfull"], "--helpfull"),
+        (["validate", str(EXAMPLE), "--log_dir", "/tmp"], "--log_dir /tmp"),
+        (["--logtostderr", "validate", str(EXAMPLE)], "--logtostderr"),
+        (["--undefok=x", "validate", str(EXAMPLE)], "--undefok=x"),
+    ],
+)
+def test_absl_flags_are_unknown_options(argv, unknown, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1] == f"pipedreamer: error: unrecognized arguments: {unknown}"
+    assert captured.out == ""
+
+
+def test_debug_shows_the_libraries_debug_logs(capsys):
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    try:
+        assert main(["--debug", "validate", str(EXAMPLE)]) == 0
+        logging.getLogger("pipedreamer.test").debug("a debug line")
+        assert "debug: pipedreamer.test: a debug line" in capsys.readouterr().err
+    finally:
+        root.setLevel(level)
+
+
 @pytest.mark.parametrize("argv", [[], ["--output", "json"], ["--debug"]])
 def test_missing_command_is_still_required(argv, capsys):
     with pytest.raises(SystemExit) as info:
@@ -155,7 +191,7 @@ def test_invalid_workflow_report_is_one_line_per_problem_in_reading_order(tmp_pa
     spec = write_reported(tmp_path)
     assert main(["validate", str(tmp_path)]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"warning: {spec}:6: triggers[0].colour: unknown key (expected one of: type, name, schedule, subject, path)",
+        f"warning: {spec}:6: triggers[0].colour: unknown key (expected one of: type, name, schedule, timezone, subject, path)",
         f"warning: {spec}:9: nodes.a.flavour: unknown key (expected one of: path, timeout, retries, description)",
         f"error: {spec}:11: nodes.b.path: file not found: nodes/b.py",
         f"warning: {spec}:13: owner: unknown key (expected one of: name, version, description, triggers, config, nodes, edges)",
@@ -174,7 +210,7 @@ def test_warnings_of_a_valid_workflow_have_one_prefix_each(tmp_path, capsys):
     assert main(["validate", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
-        f"warning: {spec}:6: triggers[0].colour: unknown key (expected one of: type, name, schedule, subject, path)",
+        f"warning: {spec}:6: triggers[0].colour: unknown key (expected one of: type, name, schedule, timezone, subject, path)",
         f"warning: {spec}:9: nodes.a.flavour: unknown key (expected one of: path, timeout, retries, description)",
         f"warning: {spec}:13: owner: unknown key (expected one of: name, version, description, triggers, config, nodes, edges)",
     ]

@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import yaml
-from croniter import croniter
 
-from engine.yaml_values import PlainValues, YAMLValueError
+from engine import cron
 from engine.errors import PipedreamerError, Problem, reading_order
 from engine.values import struct_to_python
+from engine.yaml_values import PlainValues, YAMLValueError
 from proto.pipedreamer.v1 import workflow_pb2
 
 WORKFLOW_FILE = "workflow.yaml"
@@ -36,10 +36,6 @@ _SEMVER_RE = re.compile(
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _NATS_SUBJECT_RE = re.compile(r"^[^\s.]+(\.[^\s.]+)*$")
 
-# The macros a Kubernetes CronJob schedule may be instead of 5 fields (as its
-# documentation lists them: no @reboot, no @every). Case and spacing as written.
-CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-
 _TOP_LEVEL_KEYS = ("name", "version", "description", "triggers", "config", "nodes", "edges")
 _TRIGGER_TYPES = {
     "manual": workflow_pb2.Trigger.TYPE_MANUAL,
@@ -49,7 +45,9 @@ _TRIGGER_TYPES = {
 }
 # The field each trigger type requires.
 _TRIGGER_REQUIRED = {"cron": "schedule", "queue": "subject", "webhook": "path"}
-_TRIGGER_FIELDS = ("type", "name", "schedule", "subject", "path")
+_TRIGGER_FIELDS = ("type", "name", "schedule", "timezone", "subject", "path")
+# Keys only one trigger type uses, besides _TRIGGER_REQUIRED's.
+_TRIGGER_ONLY = {"timezone": "cron"}
 _NODE_KEYS = ("path", "timeout", "retries", "description")
 _EDGE_KEYS = ("from", "to")
 
@@ -90,26 +88,6 @@ def parse_duration(value: Any) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"duration must be positive, got {value!r}")
     return seconds
-
-
-def cron_schedule_problem(schedule: str) -> str | None:
-    """None when a Kubernetes CronJob takes `schedule` as it is, else what is wrong.
-
-    Five fields (minute hour day month weekday) or one of CRON_MACROS; the
-    schedule goes to the CronJob unchanged, so nothing else is accepted.
-    """
-    if schedule.startswith("@"):
-        if schedule in CRON_MACROS:
-            return None
-        return f"unknown cron macro {schedule!r} (Kubernetes CronJobs accept {', '.join(CRON_MACROS)})"
-    if not croniter.is_valid(schedule):
-        return f"invalid cron schedule {schedule!r} (expected 5 fields: minute hour day month weekday)"
-    if len(schedule.split()) != 5:
-        return (
-            f"Kubernetes CronJobs take 5 fields (minute hour day month weekday) "
-            f"or a macro such as @daily, got {schedule!r}"
-        )
-    return None
 
 
 def normalize_version(text: str) -> str:
@@ -359,6 +337,10 @@ class _Parser:
                     continue
                 if key == "type":
                     continue
+                only = _TRIGGER_ONLY.get(key)
+                if type_name and only and only != type_name:
+                    self.warn(key_node, f"{field}.{key}", f"ignored for a {type_name} trigger")
+                    continue
                 if type_name and key in _TRIGGER_REQUIRED.values() and _TRIGGER_REQUIRED.get(type_name) != key:
                     self.warn(key_node, f"{field}.{key}", f"ignored for a {type_name} trigger")
                     continue
@@ -378,9 +360,13 @@ class _Parser:
                 if required not in fields:
                     self.error(item, f"{field}.{required}", f"required for a {type_name} trigger")
             elif type_name == "cron" and trigger.schedule:
-                problem = cron_schedule_problem(trigger.schedule)
+                # It goes to the CronJob as written: only what the API server takes passes.
+                problem = cron.schedule_problem(trigger.schedule)
                 if problem:
                     self.error(fields["schedule"][1], f"{field}.schedule", problem)
+                zone_problem = trigger.timezone and cron.time_zone_problem(trigger.timezone)
+                if zone_problem:
+                    self.error(fields["timezone"][1], f"{field}.timezone", zone_problem)
             elif type_name == "queue" and trigger.subject and not _NATS_SUBJECT_RE.match(trigger.subject):
                 self.error(fields["subject"][1], f"{field}.subject", f"invalid NATS subject {trigger.subject!r}")
             elif type_name == "webhook" and trigger.path and not trigger.path.startswith("/"):

@@ -140,7 +140,7 @@ def test_every_error_is_reported_at_once_with_line_and_field():
         "workflow.yaml:1: name: 'Bad_Name' is not kebab-case: use lowercase letters, digits and '-', "
         "starting with a letter and not ending with '-' (it names Kubernetes objects)",
         "workflow.yaml:2: version: expected a semantic version such as 1.0.0, got 'one'",
-        "workflow.yaml:5: triggers[0].schedule: invalid cron schedule '61 * * * *' (expected 5 fields: minute hour day month weekday)",
+        "workflow.yaml:5: triggers[0].schedule: invalid cron schedule '61 * * * *': minute '61': 61 is above the maximum 59 (expected 0-59)",
         "workflow.yaml:6: triggers[1].subject: required for a queue trigger",
         "workflow.yaml:7: triggers[2].type: unknown trigger type 'carrier-pigeon' (expected one of: manual, cron, queue, webhook)",
         "workflow.yaml:9: config.timeout: expected a duration such as 30, 500ms, 30s or 2m, got 'soon'",
@@ -177,7 +177,7 @@ def test_yaml_syntax_error_names_the_line():
         ("name: x\nversion: 1.0.0\nnodes: {a: {path: a.py, retries: 1.5}}\n", "nodes.a.retries: expected a whole number"),
         ("name: x\nversion: 1.0.0\nnodes: {a: {path: a.py, retries: true}}\n", "got a boolean"),
         ("name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\nconfig: {when: 2024-01-01}\n", "config.when: date values are not supported"),
-        ("name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\ntriggers: [{type: cron, schedule: '* * * * * *'}]\n", "Kubernetes CronJobs take 5 fields"),
+        ("name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\ntriggers: [{type: cron, schedule: '* * * * * *'}]\n", "expected 5 fields (minute hour day-of-month month day-of-week) or a macro such as @daily, got 6 fields"),
         ("name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\ntriggers: [{type: webhook, path: hooks}]\n", "must start with '/'"),
         ("name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\ntriggers: [{type: queue, subject: 'a b'}]\n", "invalid NATS subject"),
         ("name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\ntriggers: [{type: cron, name: d, schedule: '@daily'}, {type: cron, name: d, schedule: '0 1 * * *'}]\n", "duplicate trigger name 'd'"),
@@ -203,12 +203,12 @@ def test_cron_macros_kubernetes_accepts_are_kept_as_written(macro):
     assert loaded.warnings == ()
 
 
-@pytest.mark.parametrize("macro", ["@reboot", "@every 1h", "@Daily", "@daily ", "@fortnightly", "@"])
+@pytest.mark.parametrize("macro", ["@reboot", "@Daily", "@daily ", "@fortnightly", "@", "@every"])
 def test_other_cron_macros_are_rejected(macro):
     (error,) = errors_of(CRON_SPEC % macro)
     assert error == (
         f"workflow.yaml:4: triggers[0].schedule: unknown cron macro {macro!r} (Kubernetes CronJobs accept "
-        "@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)"
+        "@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @every <duration>)"
     )
 
 
@@ -218,7 +218,7 @@ def test_other_cron_macros_are_rejected(macro):
         ("0 9 * * *", None),
         ("*/5 0-6 1,15 * mon-fri", None),
         ("61 * * * *", "invalid cron schedule '61 * * * *'"),
-        ("0 9 * * * 30", "Kubernetes CronJobs take 5 fields (minute hour day month weekday) or a macro such as @daily"),
+        ("0 9 * * * 30", "expected 5 fields (minute hour day-of-month month day-of-week) or a macro such as @daily"),
         ("0 9 * * @daily", "invalid cron schedule"),
     ],
 )
@@ -228,6 +228,20 @@ def test_five_field_schedules_are_still_checked(schedule, fragment):
     else:
         (error,) = errors_of(CRON_SPEC % schedule)
         assert fragment in error
+
+
+def test_cron_timezone_is_checked_and_only_for_cron_triggers():
+    spec = "name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\ntriggers:\n%s"
+    loaded = parse_spec(spec % "  - {type: cron, schedule: '0 9 * * *', timezone: America/New_York}\n")
+    assert loaded.spec.triggers[0].timezone == "America/New_York"
+    (error,) = errors_of(spec % "  - {type: cron, schedule: '0 9 * * *', timezone: Mars/Olympus}\n")
+    assert error == ("workflow.yaml:5: triggers[0].timezone: unknown time zone 'Mars/Olympus' "
+                     "(expected an IANA time zone such as Europe/Paris or UTC)")  # fmt: skip
+    (error,) = errors_of(spec % "  - {type: cron, schedule: 'CRON_TZ=Europe/Paris 0 9 * * *'}\n")
+    assert "give the trigger a timezone instead (e.g. timezone: Europe/Paris)" in error
+    ignored = parse_spec(spec % "  - {type: manual, timezone: UTC}\n")
+    assert ignored.spec.triggers[0].timezone == ""
+    assert [str(w) for w in ignored.warnings] == ["workflow.yaml:5: triggers[0].timezone: ignored for a manual trigger"]
 
 
 def test_cycle_is_named():

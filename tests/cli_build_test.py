@@ -12,6 +12,7 @@ import sys
 import tarfile
 
 import pytest
+import yaml
 
 from builder.testing import write_fake_base
 from tests.registry_server import Registry
@@ -76,6 +77,35 @@ def test_build_and_push_with_basic_auth(tmp_path, env, base):
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         assert "401" in refused.stderr or "unauthorized" in refused.stderr.lower()
         assert "wrong" not in refused.stderr
+    finally:
+        registry.stop()
+
+
+def test_a_version_with_build_metadata_is_pushed_and_deployed_under_one_tag(tmp_path, env, base):
+    # `+` is not allowed in an OCI tag: build, push and deploy all say `_` instead.
+    project = tmp_path / "hello"
+    shutil.copytree(EXAMPLE, project)
+    spec = project / "workflow.yaml"
+    spec.write_text(spec.read_text().replace('version: "1.0"', 'version: "1.2.3-rc.1+build.7"'))
+    registry = Registry(tmp_path / "registry")
+    try:
+        pushed = cli(env, "build", str(project), "--base", str(base), "--push", "--registry", f"{registry.host}/flows",
+                     "--oci-layout", str(tmp_path / "layout"), "-o", "json")  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+        doc = json.loads(pushed.stdout)
+        image = f"{registry.host}/flows/hello:1.2.3-rc.1_build.7"
+        assert doc["image"] == doc["pushed"] == image
+        response = registry.get_manifest("flows/hello", "1.2.3-rc.1_build.7")
+        assert response.status_code == 200, response.text
+        assert response.headers["Docker-Content-Digest"] == doc["digest"]
+        index = json.loads((tmp_path / "layout" / "index.json").read_text())
+        assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "1.2.3-rc.1_build.7"
+
+        deployed = cli(env, "deploy", str(project), "--dry-run", "--registry", f"{registry.host}/flows")
+        assert deployed.returncode == 0, deployed.stderr
+        (deployment,) = [d for d in yaml.safe_load_all(deployed.stdout) if d and d["kind"] == "Deployment"]
+        assert [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [image]
+        assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == "1.2.3-rc.1_build.7"
     finally:
         registry.stop()
 

@@ -107,7 +107,7 @@ def test_image_imports_its_dependencies_on_the_base_under_runc(tmp_path: Path, b
     config = json.loads((tmp_path / "out" / "index.json").read_text())
     tag = config["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
     script = (
-        "import grpc, yaml, aiohttp, google.protobuf, nats, croniter, prometheus_client, pyseccomp, json, os;"
+        "import grpc, yaml, aiohttp, google.protobuf, nats, prometheus_client, pyseccomp, json, os;"
         "from engine.spec import load_spec;"
         "spec = load_spec('/app/workflow.yaml').spec;"
         "print(json.dumps({'name': spec.name, 'uid': os.getuid(), 'cwd': os.getcwd(), 'grpc': grpc.__version__}))"

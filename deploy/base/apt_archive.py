@@ -1,8 +1,9 @@
 """A private apt for Debian 13 (trixie): its own sources, lists, cache and an empty dpkg status.
 
 Every apt-get call gets `-o Dir::…` options pointing into a state directory of
-ours, so the machine's apt configuration, lists and package database are never
-read for sources nor written.
+ours, so the machine's apt lists and package database are never read nor
+written. The mirror is the caller's (deploy/base/mirror.py: flags, environment
+or the machine's apt sources).
 """
 
 from __future__ import annotations
@@ -15,13 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from builder.errors import BuildError
+from deploy.base.mirror import Mirrors
 
 SUITE = "trixie"
-SOURCES = (
-    ("http://deb.debian.org/debian", f"{SUITE}"),
-    ("http://deb.debian.org/debian", f"{SUITE}-updates"),
-    ("http://deb.debian.org/debian-security", f"{SUITE}-security"),
-)
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 ARCHITECTURES = ("amd64", "arm64")
 
@@ -36,10 +33,15 @@ class PackageVersion:
     size: int
 
 
-class PrivateApt:
-    """apt-get / apt-cache for one architecture against trixie, with state under `state_dir`."""
+def sources(mirrors: Mirrors) -> list[tuple[str, str]]:
+    """(archive URI, suite): trixie and trixie-updates from the main archive, trixie-security from its own."""
+    return [(mirrors.main, SUITE), (mirrors.main, f"{SUITE}-updates"), (mirrors.security, f"{SUITE}-security")]
 
-    def __init__(self, state_dir: Path, architecture: str) -> None:
+
+class PrivateApt:
+    """apt-get / apt-cache for one architecture against trixie on `mirrors`, with state under `state_dir`."""
+
+    def __init__(self, state_dir: Path, architecture: str, mirrors: Mirrors) -> None:
         if architecture not in ARCHITECTURES:
             raise BuildError(f"--arch {architecture}: supported are {', '.join(ARCHITECTURES)}")
         self.architecture = architecture
@@ -52,7 +54,7 @@ class PrivateApt:
             directory.mkdir(parents=True, exist_ok=True)
         self.status.touch()
         self.sources.write_text(
-            "".join(f"deb [arch={architecture} signed-by={KEYRING}] {uri} {suite} main\n" for uri, suite in SOURCES)
+            "".join(f"deb [arch={architecture} signed-by={KEYRING}] {uri} {suite} main\n" for uri, suite in sources(mirrors))
         )
 
     def options(self) -> list[str]:
@@ -110,9 +112,3 @@ class PrivateApt:
             )
         except KeyError as err:
             raise BuildError(f"apt-cache show {name}={version}: no {err.args[0]} field") from None
-
-    def download(self, packages: Sequence[tuple[str, str]], dest: Path) -> None:
-        """`apt-get download name=version …` into `dest` (signature-checked lists, apt's own hash check)."""
-        dest.mkdir(parents=True, exist_ok=True)
-        if packages:
-            self.run("apt-get", "-q", "download", *[f"{n}:{self.architecture}={v}" for n, v in packages], cwd=dest)

@@ -1,6 +1,6 @@
 """Assemble the distroless Python base as an OCI layout from the locked Debian 13 packages.
 
-    python -m deploy.base.assemble --out OUT [--arch amd64 --arch arm64]
+    python -m deploy.base.assemble --out OUT [--arch amd64 --arch arm64] [--mirror URL]
     python -m deploy.base.assemble --out OUT --arch amd64 --deb FILE...   (no network; Bazel)
     python -m deploy.base.assemble --out OUT --arch amd64 --arch arm64 --push REGISTRY/REPO:TAG
 
@@ -9,10 +9,12 @@ credentials as `docker login` left them) and prints the index digest to pin:
 `pipedreamer build --base REGISTRY/REPO@sha256:…`, or rules_oci's `oci.pull`
 in MODULE.bazel.
 
-Downloads exactly the versions in lock.json with `apt-get download` (private
-apt state), or takes the given .deb files (matched to the lock by sha256, as
-Bazel's http_file downloads them: deploy/base/extensions.bzl), checks every
-.deb's sha256 against the lock, unpacks their data
+Downloads exactly the files in lock.json by their pool paths from the Debian
+mirror deploy/base/mirror.py chooses (the machine's apt sources unless
+--mirror or $PIPEDREAMER_DEBIAN_MIRROR; snapshot.debian.org for versions the
+mirror has dropped), or takes the given .deb files (matched to the lock by
+sha256, as Bazel's http_file downloads them: deploy/base/extensions.bzl),
+checks every .deb's sha256 against the lock, unpacks their data
 without dpkg (no maintainer scripts run), drops docs and package-manager
 bits, adds passwd/group/os-release//tmp and a CA bundle, and writes one
 deterministic layer per architecture. There is no shell in the result.
@@ -51,7 +53,8 @@ from builder.oci import (
 )
 from builder.registry import parse_reference, push_image
 from builder.wheels import cache_root
-from deploy.base.apt_archive import ARCHITECTURES, PrivateApt
+from deploy.base import mirror
+from deploy.base.apt_archive import ARCHITECTURES
 
 HERE = Path(__file__).resolve().parent
 LOCK = HERE / "lock.json"
@@ -87,15 +90,24 @@ class LockedDeb:
 
     @property
     def local_name(self) -> str:
-        """The file name `apt-get download` gives it (an epoch's ':' is written %3a)."""
+        """Its name in the cache: as `apt-get download` names it (an epoch's ':' is written %3a)."""
         return f"{self.name}_{self.version.replace(':', '%3a')}_{self.architecture}.deb"
 
 
-def read_lock(path: Path, arch: str) -> list[LockedDeb]:
+def _load_lock(path: Path) -> dict:
     try:
-        lock = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise BuildError(f"{path}: cannot read the base lock: {err}") from None
+
+
+def lock_snapshot(path: Path) -> str:
+    """The lock's snapshot time (snapshot.debian.org still serves every locked file at it), or ""."""
+    return str(_load_lock(path).get("snapshot", ""))
+
+
+def read_lock(path: Path, arch: str) -> list[LockedDeb]:
+    lock = _load_lock(path)
     packages = lock.get("architectures", {}).get(arch)
     if not packages:
         raise BuildError(f"{path}: no packages locked for {arch}; run python -m deploy.base.refresh_lock")
@@ -107,8 +119,18 @@ def read_lock(path: Path, arch: str) -> list[LockedDeb]:
     return debs
 
 
-def fetch_debs(debs: Sequence[LockedDeb], arch: str, cache: Path, progress: Callable[[str], None]) -> dict[str, Path]:
-    """Locked .debs in the cache, downloaded when missing, every one checked against its sha256."""
+def fetch_debs(
+    debs: Sequence[LockedDeb],
+    arch: str,
+    cache: Path,
+    progress: Callable[[str], None],
+    mirrors: mirror.Mirrors | Callable[[], mirror.Mirrors],
+    snapshot: str = "",
+) -> dict[str, Path]:
+    """Locked .debs in the cache, downloaded from `mirrors` when missing, every one checked against its sha256.
+
+    `mirrors` may be a function giving them: it is only called when something must be downloaded.
+    """
     dest = cache / "debs" / arch
     dest.mkdir(parents=True, exist_ok=True)
     missing = []
@@ -119,26 +141,14 @@ def fetch_debs(debs: Sequence[LockedDeb], arch: str, cache: Path, progress: Call
         if not path.exists():
             missing.append(deb)
     if missing:
-        progress(f"{arch}: downloading {len(missing)} packages")
-        apt = PrivateApt(cache / "apt", arch)
-        apt.update()
-        try:
-            apt.download([(d.name, d.version) for d in missing], dest)
-        except BuildError as err:
-            raise BuildError(
-                f"{err}\nA locked version may have left the archive: run python -m deploy.base.refresh_lock"
-            ) from None
-    paths = {}
-    for deb in debs:
-        path = dest / deb.local_name
-        if not path.exists():
-            raise BuildError(f"{deb.name}={deb.version}: apt-get download produced no {deb.local_name}")
-        actual = file_digest(path)
-        if actual != f"sha256:{deb.sha256}":
-            path.unlink()
-            raise BuildError(f"{deb.local_name}: sha256 mismatch: lock says {deb.sha256}, file has {actual[7:]}")
-        paths[deb.name] = path
-    return paths
+        chosen = mirrors() if callable(mirrors) else mirrors
+        progress(f"{arch}: downloading {len(missing)} packages from {chosen.main} (mirror from {chosen.origin})")
+        for deb in missing:
+            try:
+                mirror.fetch_pool_file(chosen, deb.filename, deb.sha256, dest / deb.local_name, snapshot_time=snapshot)
+            except mirror.MirrorError as err:
+                raise BuildError(f"{deb.name}={deb.version}: {err}") from None
+    return {deb.name: dest / deb.local_name for deb in debs}
 
 
 def local_debs(debs: Sequence[LockedDeb], files: Sequence[Path], arch: str) -> dict[str, Path]:
@@ -359,16 +369,25 @@ def assemble(
     source_date_epoch: int | None = None,
     progress: Callable[[str], None] | None = None,
     deb_files: Sequence[Path] | None = None,
+    mirrors: mirror.Mirrors | None = None,
 ) -> str:
     """Write the base as an OCI layout at `out`; returns the digest index.json points to.
 
     With `deb_files`, the packages come from those files (no network) and,
-    unless `cache` is given, nothing is written outside `out`.
+    unless `cache` is given, nothing is written outside `out`. Else missing
+    packages are downloaded from `mirrors` (default: `mirror.resolve_mirrors()`).
     """
     if deb_files is not None and cache is None:
         with tempfile.TemporaryDirectory(prefix="pipedreamer-base-") as scratch:
             return assemble(out, architectures=architectures, lock=lock, cache=Path(scratch),
                             source_date_epoch=source_date_epoch, progress=progress, deb_files=deb_files)  # fmt: skip
+
+    def chosen_mirrors() -> mirror.Mirrors:
+        try:
+            return mirrors or mirror.resolve_mirrors()
+        except mirror.MirrorError as err:
+            raise BuildError(str(err)) from None
+
     say = progress or (lambda _m: None)
     cache = (cache or cache_root()) / "base"
     mtime = resolve_mtime(source_date_epoch)
@@ -383,7 +402,7 @@ def assemble(
                 debs = local_debs(read_lock(lock, arch), deb_files, arch)
                 used.update(debs.values())
             else:
-                debs = fetch_debs(read_lock(lock, arch), arch, cache, say)
+                debs = fetch_debs(read_lock(lock, arch), arch, cache, say, chosen_mirrors, lock_snapshot(lock))
             entries = base_entries(debs, arch)
             check_distroless(entries, arch)
             layer = write_layer(entries, cache / "layers" / f"base-{arch}.tar.gz", source_date_epoch=mtime)
@@ -446,19 +465,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source-date-epoch", type=int, default=None, help="default: $SOURCE_DATE_EPOCH, else 0")
     parser.add_argument("--push", metavar="REGISTRY/REPO:TAG", help="then push the base there and print its pinned reference")
     parser.add_argument("--insecure", action="store_true", help="with --push: plain HTTP (loopback registries always are)")
+    mirror.add_arguments(parser)
     args = parser.parse_args(argv)
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
         if args.push:
             parse_reference(args.push)  # a bad reference fails before minutes of assembling
+        mirrors = None
+        if args.deb is None:
+            mirrors = mirror.resolve_mirrors(args.mirror, args.security_mirror, args.snapshot)
         digest = assemble(args.out, architectures=args.arch or ["amd64"], lock=args.lock, cache=args.cache,
-                          source_date_epoch=args.source_date_epoch, deb_files=args.deb, progress=say)  # fmt: skip
+                          source_date_epoch=args.source_date_epoch, deb_files=args.deb, progress=say,
+                          mirrors=mirrors)  # fmt: skip
         result = {"layout": str(args.out), "digest": digest}
         if args.push:
             pushed = push_image(args.out, args.push, insecure=args.insecure, progress=say)
             ref = parse_reference(pushed.reference)
             result["pushed"] = f"{ref.registry}/{ref.repository}@{pushed.digest}"
-    except BuildError as err:
+    except (BuildError, mirror.MirrorError) as err:
         print(f"assemble: {err}", file=sys.stderr)
         return 1
     print(json.dumps(result))

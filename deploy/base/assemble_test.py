@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import lzma
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,6 @@ from deploy.base.assemble import (
     LockedDeb,
     check_distroless,
     deb_data_tar,
-    fetch_debs,
     generated_entries,
     is_dropped,
     merged_path,
@@ -23,42 +19,9 @@ from deploy.base.assemble import (
     read_lock,
 )
 from deploy.base.refresh_lock import EXCLUDED, read_packages
+from deploy.base.testing import make_deb, make_tar
 
 HERE = Path(__file__).resolve().parent
-
-
-def make_tar(members: list[tuple[str, str, bytes | str]]) -> bytes:
-    """(name, kind, data-or-link) → tar bytes; kind is file|dir|sym|hard."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, kind, payload in members:
-            info = tarfile.TarInfo(name)
-            if kind == "dir":
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            elif kind == "sym":
-                info.type, info.linkname = tarfile.SYMTYPE, str(payload)
-                tar.addfile(info)
-            elif kind == "hard":
-                info.type, info.linkname = tarfile.LNKTYPE, str(payload)
-                tar.addfile(info)
-            else:
-                data = payload if isinstance(payload, bytes) else payload.encode()
-                info.size, info.mode = len(data), 0o755 if name.endswith("bin/tool") else 0o644
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def make_deb(path: Path, data_tar: bytes) -> Path:
-    members = [("debian-binary", b"2.0\n"), ("control.tar.xz", lzma.compress(make_tar([]))),
-               ("data.tar.xz", lzma.compress(data_tar))]  # fmt: skip
-    out = bytearray(b"!<arch>\n")
-    for name, data in members:
-        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}".encode() + b"`\n" + data
-        if len(data) % 2:
-            out += b"\n"
-    path.write_bytes(bytes(out))
-    return path
 
 
 def test_deb_data_is_read_without_dpkg(tmp_path: Path) -> None:
@@ -137,31 +100,6 @@ def test_lock_errors(tmp_path: Path) -> None:
         read_lock(lock, "amd64")
     with pytest.raises(BuildError, match="no packages locked for arm64"):
         read_lock(lock, "arm64")
-
-
-def test_cached_deb_with_wrong_sum_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    deb = LockedDeb("netbase", "6.5", "all", "pool/main/n/netbase/netbase_6.5_all.deb", "0" * 64, 10)
-    cache = tmp_path / "cache"
-    (cache / "debs" / "amd64").mkdir(parents=True)
-    (cache / "debs" / "amd64" / deb.local_name).write_bytes(b"tampered")
-    downloads = []
-
-    class FakeApt:
-        def __init__(self, *_: object) -> None:
-            pass
-
-        def update(self) -> None:
-            pass
-
-        def download(self, packages, dest: Path) -> None:  # noqa: ANN001
-            downloads.append(packages)
-            (dest / deb.local_name).write_bytes(b"still not matching")
-
-    monkeypatch.setattr("deploy.base.assemble.PrivateApt", FakeApt)
-    with pytest.raises(BuildError, match="sha256 mismatch: lock says 0000"):
-        fetch_debs([deb], "amd64", cache, lambda _m: None)
-    assert downloads == [[("netbase", "6.5")]]  # the tampered cached file was not trusted
-    assert not (cache / "debs" / "amd64" / deb.local_name).exists()
 
 
 def test_epoch_in_file_name() -> None:

@@ -6,42 +6,51 @@
 
 gives `@debian_base_debs//:amd64` and `@debian_base_debs//:arm64`, the locked
 packages of each architecture, for //deploy/base:base (base.bzl runs
-assemble.py over them). The URL of a package is its `filename` (a pool path)
-under the archive the lock's `sources` name: `pool/updates/...` comes from the
-security archive, everything else from the main one. Bazel checks each
-download against the lock's sha256, and assemble.py checks them again.
+assemble.py over them). The lock names no host: a package's URL is its
+`filename` (a pool path) under the mirror that deploy/base/mirror.py chooses,
+the same as the plain path's: `pool/updates/...` from the security archive,
+everything else from the main one. Bazel checks each download against the
+lock's sha256, and assemble.py checks them again.
 
-Debian drops superseded versions from its pool. `snapshot` (a
-snapshot.debian.org timestamp such as 20260101T000000Z, taken when the lock
-was refreshed) adds snapshot.debian.org URLs that keep working after that.
+The mirror, for each of main, security and snapshot, first found:
+$PIPEDREAMER_DEBIAN_MIRROR / $PIPEDREAMER_DEBIAN_SECURITY_MIRROR /
+$PIPEDREAMER_DEBIAN_SNAPSHOT (Bazel's repository environment: `--repo_env`
+or the client's), the tag's `mirror` / `security_mirror` / `snapshot_url`,
+else the machine's apt sources (read when the extension is evaluated; after
+changing them, `bazel fetch --force`). Versions gone from the mirror come
+from the snapshot service at the lock's `snapshot` time (default
+snapshot.debian.org; "off" turns it off). mirror.py runs on `python` (the
+hermetic host interpreter by default).
 """
 
 load("@bazel_tools//tools/build_defs/repo:http.bzl", "http_file")
 
-def _archive_roots(lock):
-    """(main archive URIs, security archive URIs) from the lock's `sources` lines."""
-    main, security = [], []
-    for source in lock.get("sources", []):
-        uri = source.split(" ")[0].rstrip("/")
-        roots = security if uri.endswith("-security") else main
-        if uri not in roots:
-            roots.append(uri)
-    if not main or not security:
-        fail("deploy/base lock: `sources` must name the main and the -security archive")
-    return main, security
+_MIRROR_SETTINGS = [
+    # (mirror.py flag, tag attribute, environment variable)
+    ("--mirror", "mirror", "PIPEDREAMER_DEBIAN_MIRROR"),
+    ("--security-mirror", "security_mirror", "PIPEDREAMER_DEBIAN_SECURITY_MIRROR"),
+    ("--snapshot", "snapshot_url", "PIPEDREAMER_DEBIAN_SNAPSHOT"),
+]
 
-def _urls(filename, roots, snapshot):
-    urls = []
-    for root in roots:
-        https = root.replace("http://", "https://", 1)
-        for base in [https, root]:
-            url = "%s/%s" % (base, filename)
-            if url not in urls:
-                urls.append(url)
-    if snapshot:
-        for root in roots:
-            archive = root.rsplit("/", 1)[-1]
-            urls.append("https://snapshot.debian.org/archive/%s/%s/%s" % (archive, snapshot, filename))
+def _mirrors(mctx, tag):
+    """mirror.py's choice as a dict {main, security, snapshot, origin}."""
+    args = [mctx.path(tag.python), mctx.path(Label("//deploy/base:mirror.py")), "--json"]
+    for flag, attribute, variable in _MIRROR_SETTINGS:
+        value = mctx.getenv(variable) or getattr(tag, attribute)
+        if value:
+            args.extend([flag, value])
+    result = mctx.execute(args, quiet = True)
+    if result.return_code != 0:
+        fail("deploy/base: no Debian mirror: %s" % (result.stderr.strip() or result.stdout.strip()))
+    return json.decode(result.stdout)
+
+def _urls(filename, mirrors, snapshot):
+    security = filename.startswith("pool/updates/")
+    root = mirrors["security"] if security else mirrors["main"]
+    urls = ["%s/%s" % (root, filename)]
+    if snapshot and mirrors["snapshot"]:
+        archive = "debian-security" if security else "debian"
+        urls.append("%s/%s/%s/%s" % (mirrors["snapshot"], archive, snapshot, filename))
     return urls
 
 def _repo_name(prefix, arch, package):
@@ -76,7 +85,17 @@ _lock_tag = tag_class(
         "name": attr.string(default = "debian_base_debs", doc = "the hub repository."),
         "snapshot": attr.string(
             default = "",
-            doc = "a snapshot.debian.org timestamp for fallback URLs (default: the lock's own `snapshot`).",
+            doc = "a snapshot time such as 20260101T000000Z for fallback URLs (default: the lock's own `snapshot`).",
+        ),
+        "mirror": attr.string(default = "", doc = "the Debian archive's URL (default: the machine's apt sources)."),
+        "security_mirror": attr.string(default = "", doc = "the security archive's URL (default: beside `mirror`)."),
+        "snapshot_url": attr.string(
+            default = "",
+            doc = "the snapshot service's archive root, or \"off\" (default: https://snapshot.debian.org/archive).",
+        ),
+        "python": attr.label(
+            default = Label("@python_3_13_host//:python"),
+            doc = "the interpreter that runs deploy/base/mirror.py (standard library only).",
         ),
     },
 )
@@ -85,7 +104,7 @@ def _debian_packages_impl(mctx):
     for mod in mctx.modules:
         for tag in mod.tags.lock:
             lock = json.decode(mctx.read(tag.lock))
-            main, security = _archive_roots(lock)
+            mirrors = _mirrors(mctx, tag)
             hub = {}
             for arch, packages in sorted(lock.get("architectures", {}).items()):
                 repos = []
@@ -93,13 +112,12 @@ def _debian_packages_impl(mctx):
                     filename = info["filename"]
                     if not filename.startswith("pool/") or len(info.get("sha256", "")) != 64:
                         fail("deploy/base lock: %s/%s needs a pool/ filename and a sha256" % (arch, package))
-                    roots = security if filename.startswith("pool/updates/") else main
                     name = _repo_name(tag.name, arch, package)
                     if name in repos:
                         fail("deploy/base lock: two packages of %s map to repository %s" % (arch, name))
                     http_file(
                         name = name,
-                        urls = _urls(filename, roots, tag.snapshot or lock.get("snapshot", "")),
+                        urls = _urls(filename, mirrors, tag.snapshot or lock.get("snapshot", "")),
                         sha256 = info["sha256"],
                         downloaded_file_path = filename.rsplit("/", 1)[-1],
                     )

@@ -1,8 +1,11 @@
 """Refresh deploy/base/lock.json: resolve packages.txt against trixie and pin versions + sha256.
 
-    python -m deploy.base.refresh_lock [--arch amd64 --arch arm64]
+    python -m deploy.base.refresh_lock [--arch amd64 --arch arm64] [--mirror URL]
 
-Uses a private apt state (see apt_archive.py); the system's apt is untouched.
+Uses a private apt state (see apt_archive.py) on the mirror mirror.py chooses
+(the machine's apt sources unless --mirror or $PIPEDREAMER_DEBIAN_MIRROR); the
+system's apt is untouched. The lock records no host: packages, versions, pool
+paths, sha256 sums and the snapshot time that still holds them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pathlib import Path
 
 from builder.errors import BuildError
 from builder.wheels import cache_root
-from deploy.base.apt_archive import ARCHITECTURES, SOURCES, SUITE, PrivateApt
+from deploy.base import mirror
+from deploy.base.apt_archive import ARCHITECTURES, SUITE, PrivateApt
 
 HERE = Path(__file__).resolve().parent
 PACKAGES = HERE / "packages.txt"
@@ -58,16 +62,15 @@ def snapshot_timestamp(now: float | None = None) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
 
 
-def resolve_lock(roots: Sequence[str], architectures: Sequence[str], state_dir: Path) -> dict:
+def resolve_lock(roots: Sequence[str], architectures: Sequence[str], state_dir: Path, mirrors: mirror.Mirrors) -> dict:
     lock: dict = {
         "suite": SUITE,
-        "sources": [f"{uri} {suite} main" for uri, suite in SOURCES],
         "snapshot": snapshot_timestamp(),
         "roots": list(roots),
         "architectures": {},
     }
     for arch in architectures:
-        apt = PrivateApt(state_dir, arch)
+        apt = PrivateApt(state_dir, arch, mirrors)
         apt.update()
         packages = {}
         for name, version in apt.resolve(roots):
@@ -91,11 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lock", type=Path, default=LOCK)
     parser.add_argument("--packages", type=Path, default=PACKAGES)
     parser.add_argument("--state-dir", type=Path, default=None, help="private apt state (default: the cache)")
+    mirror.add_arguments(parser)
     args = parser.parse_args(argv)
     state_dir = args.state_dir or cache_root() / "apt"
     try:
-        lock = resolve_lock(read_packages(args.packages), args.arch or list(ARCHITECTURES), state_dir)
-    except BuildError as err:
+        mirrors = mirror.resolve_mirrors(args.mirror, args.security_mirror, args.snapshot)
+        lock = resolve_lock(read_packages(args.packages), args.arch or list(ARCHITECTURES), state_dir, mirrors)
+    except (BuildError, mirror.MirrorError) as err:
         print(f"refresh_lock: {err}", file=sys.stderr)
         return 1
     args.lock.write_text(json.dumps(lock, indent=2, sort_keys=False) + "\n")

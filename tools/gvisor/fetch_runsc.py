@@ -3,11 +3,11 @@
     python -m tools.gvisor.fetch_runsc                 # prints the path of runsc
     python -m tools.gvisor.fetch_runsc --refresh-lock  # re-pin runsc.lock.json to trixie's current version
 
-The version and sha256 of the `.deb` are pinned in `runsc.lock.json` beside this
-file. The first call downloads it with `apt-get download` through the private
-trixie apt state of `deploy/base/apt_archive.py` (the machine's own apt setup is
-never read for sources nor written), checks the sha256, extracts `usr/bin/runsc`
-with `dpkg-deb -x` and moves it into place atomically:
+The version, pool path and sha256 of the `.deb` are pinned in `runsc.lock.json`
+beside this file. The first call downloads it by its pool path from the Debian
+mirror `deploy/base/mirror.py` chooses (the machine's apt sources unless
+--mirror or $PIPEDREAMER_DEBIAN_MIRROR), checks the sha256, extracts
+`usr/bin/runsc` with `dpkg-deb -x` and moves it into place atomically:
 
     ${PIPEDREAMER_CACHE:-$HOME/.cache/pipedreamer}/gvisor/<version>/runsc
 
@@ -29,6 +29,7 @@ from pathlib import Path
 
 from builder.errors import BuildError
 from builder.wheels import cache_root
+from deploy.base import mirror
 from deploy.base.apt_archive import ARCHITECTURES, SUITE, PrivateApt
 
 PACKAGE = "runsc"
@@ -69,8 +70,16 @@ def cached_path(version: str, cache: Path | None = None) -> Path:
     return (cache or cache_root()) / "gvisor" / version / "runsc"
 
 
-def fetch_runsc(arch: str | None = None, *, cache: Path | None = None, lock: Path = LOCK, say=lambda _m: None) -> Path:
-    """The path of the pinned runsc binary, downloading and extracting it on first use."""
+def fetch_runsc(
+    arch: str | None = None,
+    *,
+    cache: Path | None = None,
+    lock: Path = LOCK,
+    say=lambda _m: None,
+    mirrors: mirror.Mirrors | None = None,
+) -> Path:
+    """The path of the pinned runsc binary, downloading and extracting it on first use
+    (from `mirrors`, default `mirror.resolve_mirrors()`)."""
     arch = arch or host_architecture()
     entry = read_lock(arch, lock)
     root = (cache or cache_root()) / "gvisor"
@@ -85,17 +94,12 @@ def fetch_runsc(arch: str | None = None, *, cache: Path | None = None, lock: Pat
     if deb.exists() and _sha256(deb) != entry["sha256"]:
         deb.unlink()
     if not deb.exists():
-        say(f"runsc {entry['version']} ({arch}): apt-get download from Debian {SUITE} (private apt state)")
-        apt = PrivateApt(root / "apt", arch)
-        apt.update()
         try:
-            apt.download([(PACKAGE, entry["version"])], debs)
-        except BuildError as err:
-            raise BuildError(
-                f"{err}\nrunsc={entry['version']} may have left {SUITE}: run python -m tools.gvisor.fetch_runsc --refresh-lock"
-            ) from None
-        if not deb.exists():
-            raise BuildError(f"apt-get download {PACKAGE}={entry['version']} produced no {deb.name} in {debs}")
+            chosen = mirrors or mirror.resolve_mirrors()
+            say(f"runsc {entry['version']} ({arch}): downloading from {chosen.main} (mirror from {chosen.origin})")
+            mirror.fetch_pool_file(chosen, entry["filename"], entry["sha256"], deb)
+        except mirror.MirrorError as err:
+            raise BuildError(f"runsc={entry['version']}: {err}") from None
     actual = _sha256(deb)
     if actual != entry["sha256"]:
         deb.unlink()
@@ -117,7 +121,9 @@ def fetch_runsc(arch: str | None = None, *, cache: Path | None = None, lock: Pat
     return target
 
 
-def refresh_lock(architectures: list[str], *, cache: Path | None = None, lock: Path = LOCK) -> dict:
+def refresh_lock(
+    architectures: list[str], mirrors: mirror.Mirrors, *, cache: Path | None = None, lock: Path = LOCK
+) -> dict:
     """Pins trixie's current runsc (version, file, sha256, size) for each architecture."""
     root = (cache or cache_root()) / "gvisor"
     data: dict = {"suite": SUITE, "package": PACKAGE, "architectures": {}}
@@ -125,7 +131,7 @@ def refresh_lock(architectures: list[str], *, cache: Path | None = None, lock: P
         data = json.loads(lock.read_text())
         data.setdefault("architectures", {})
     for arch in architectures:
-        apt = PrivateApt(root / "apt", arch)
+        apt = PrivateApt(root / "apt", arch, mirrors)
         apt.update()
         versions = dict(apt.resolve([PACKAGE]))
         if PACKAGE not in versions:
@@ -146,15 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", choices=ARCHITECTURES, default=None, help="default: this machine's")
     parser.add_argument("--refresh-lock", action="store_true", help=f"re-pin {LOCK.name} to {SUITE}'s current runsc")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    mirror.add_arguments(parser)
     args = parser.parse_args(argv)
     say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     try:
+        mirrors = None
+        if args.mirror or args.security_mirror or args.snapshot or args.refresh_lock:
+            mirrors = mirror.resolve_mirrors(args.mirror, args.security_mirror, args.snapshot)
         if args.refresh_lock:
-            data = refresh_lock([args.arch] if args.arch else list(ARCHITECTURES))
+            data = refresh_lock([args.arch] if args.arch else list(ARCHITECTURES), mirrors)
             for arch, entry in sorted(data["architectures"].items()):
                 say(f"{arch}: runsc {entry['version']} sha256 {entry['sha256']}")
-        print(fetch_runsc(args.arch, say=say))
-    except BuildError as err:
+        print(fetch_runsc(args.arch, say=say, mirrors=mirrors))
+    except (BuildError, mirror.MirrorError) as err:
         print(f"fetch_runsc: {err}", file=sys.stderr)
         return 1
     return 0
