@@ -31,7 +31,7 @@ from builder.oci import (
     read_base,
 )
 from builder.reference import image_reference, image_tag
-from builder.wheels import SITE_PACKAGES, cache_root, wheels_layer
+from builder.wheels import RUNTIME_LOCK, SITE_PACKAGES, cache_root, wheels_layer
 
 __all__ = [
     "APP_DIR",
@@ -182,14 +182,16 @@ def build_image(
 
     `base` is an OCI layout directory or a registry reference pinned by digest
     (`host/repo@sha256:…`, pulled into the cache). `python_version` is used only
-    when the base does not tell its own. `engine_root` is the checkout whose
-    `engine/` and `proto/` go into the image (default: this one). Nothing is
-    left at `out_layout` unless the whole layout was written.
+    when the base does not tell its own. The wheels layer holds every package
+    of `lock` (default: the runtime lock, requirements/runtime.txt) and no
+    other. `engine_root` is the checkout whose `engine/` and `proto/` go into
+    the image (default: this one). Nothing is left at `out_layout` unless the
+    whole layout was written.
     """
     say = progress or (lambda _message: None)
     workflow_dir = Path(workflow_dir)
     cache_dir = Path(cache) if cache else cache_root()
-    lock_path = Path(lock) if lock else REPO_ROOT / "requirements_lock.txt"
+    lock_path = Path(lock) if lock else RUNTIME_LOCK
     mtime = resolve_mtime(source_date_epoch)
     targets = _parse_platforms(platforms)
     info = read_workflow(workflow_dir)

@@ -78,9 +78,9 @@ def render_dockerfile(
     workflow directory; the Pipedreamer checkout comes in as the named context
     `pipedreamer` (engine, proto stubs, lock). The files copied are the ones
     `build_image` puts in its layers (same exclusion rules). With
-    `runtime_requirements` (the lock less test/build/cluster-only packages, as
-    `builder.wheels.render_requirements` gives it) the file carries its own
-    requirements; otherwise it installs the checkout's whole lock.
+    `runtime_requirements` (the runtime lock as `builder.wheels.runtime_lock_text`
+    gives it) the file carries its own requirements; otherwise it copies the
+    checkout's runtime lock, requirements/runtime.txt.
     """
     name = getattr(spec, "name")
     version = getattr(spec, "version")
@@ -91,7 +91,7 @@ def render_dockerfile(
             "COPY <<'EOF' /tmp/requirements.txt\n" + runtime_requirements.rstrip("\n") + "\nEOF\n"
         )
     else:
-        requirements = "COPY --from=pipedreamer requirements_lock.txt /tmp/requirements.txt\n"
+        requirements = "COPY --from=pipedreamer requirements/runtime.txt /tmp/requirements.txt\n"
     entrypoint = json.dumps(list(ENTRYPOINT))
     labels = " \\\n      ".join(
         f'{key}="{value}"'

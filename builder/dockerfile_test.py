@@ -56,9 +56,10 @@ def test_runtime_requirements_are_inlined_and_output_is_stable() -> None:
     reqs = "grpcio==1.0 --hash=sha256:" + "b" * 64 + "\n"
     text = render_dockerfile(spec(), runtime_requirements=reqs)
     assert "COPY <<'EOF' /tmp/requirements.txt\ngrpcio==1.0" in text
-    assert "requirements_lock.txt" not in text
+    assert "requirements/runtime.txt" not in text
     assert text == render_dockerfile(spec(), runtime_requirements=reqs)
-    assert "COPY --from=pipedreamer requirements_lock.txt" in render_dockerfile(spec())
+    # Without them, the checkout's runtime lock: never the CLI's or the tests'.
+    assert "COPY --from=pipedreamer requirements/runtime.txt /tmp/requirements.txt" in render_dockerfile(spec())
 
 
 def docker_pattern(pattern: str) -> re.Pattern[str]:

@@ -1,12 +1,13 @@
 """image_wheels: the images' third-party layer, made at fetch time.
 
 For each platform, a repository `<name>_linux_<arch>` holding `wheels.tar.gz`:
-builder/layer_tool.py `wheels --lock` installs the lock's runtime wheels with
-`pipedreamer build`'s own pip call (builder/wheels.py install_wheels: hashes
-required, binary wheels only, the image's Python version and manylinux
-platform, test/build/cluster-only packages left out) and writes the layer with
-the plain path's tar writer. Same lock, Python and platform: same bytes as the
-wheels layer `pipedreamer build` puts in its images.
+builder/layer_tool.py `wheels --lock` installs every wheel of the runtime lock
+(//requirements:runtime.txt) with `pipedreamer build`'s own pip call
+(builder/wheels.py install_wheels: hashes required, binary wheels only, the
+image's Python version and manylinux platform) and writes the layer with the
+plain path's tar writer, compressed by the `deflate` wheel pinned in the CLI's
+lock (`deflate_lock`). Same lock, Python and platform: same bytes as the wheels
+layer `pipedreamer build` puts in its images.
 
 Why not the @pip hub: rules_python's wheel repositories are installed by
 rules_python's own installer, for the host platform only, with namespace
@@ -43,6 +44,8 @@ def _wheels_repo_impl(rctx):
             "wheels",
             "--lock",
             rctx.path(rctx.attr.lock),
+            "--deflate-lock",
+            rctx.path(rctx.attr.deflate_lock),
             "--python-version",
             rctx.attr.python_version,
             "--platform",
@@ -79,6 +82,7 @@ exports_files(
 _wheels_repo = repository_rule(
     implementation = _wheels_repo_impl,
     attrs = {
+        "deflate_lock": attr.label(mandatory = True, allow_single_file = True),
         "lock": attr.label(mandatory = True, allow_single_file = True),
         "platform": attr.string(mandatory = True),
         "python": attr.label(mandatory = True, allow_single_file = True),
@@ -90,7 +94,15 @@ _wheels_repo = repository_rule(
 _install = tag_class(
     doc = "Declares `<name>_linux_amd64` and `<name>_linux_arm64` (one per platform).",
     attrs = {
-        "lock": attr.label(mandatory = True, doc = "the requirements lock (//:requirements_lock.txt)."),
+        "deflate_lock": attr.label(
+            mandatory = True,
+            doc = "the lock pinning `deflate`, the layers' compressor (//requirements:cli.txt); " +
+                  "nothing of it goes into the layer.",
+        ),
+        "lock": attr.label(
+            mandatory = True,
+            doc = "the runtime lock (//requirements:runtime.txt): the layer holds exactly its packages.",
+        ),
         "name": attr.string(default = "image_wheels", doc = "prefix of the repository names."),
         "platforms": attr.string_list(default = ["linux/amd64", "linux/arm64"]),
         "python": attr.label(
@@ -117,6 +129,7 @@ def _image_wheels_impl(mctx):
                 seen[name] = True
                 _wheels_repo(
                     name = name,
+                    deflate_lock = tag.deflate_lock,
                     lock = tag.lock,
                     platform = platform,
                     python = tag.python,
@@ -128,5 +141,5 @@ def _image_wheels_impl(mctx):
 image_wheels = module_extension(
     implementation = _image_wheels_impl,
     tag_classes = {"install": _install},
-    doc = "The images' wheels layer per platform, installed from the lock at fetch time.",
+    doc = "The images' wheels layer per platform, installed from the runtime lock at fetch time.",
 )

@@ -3,7 +3,8 @@
     layer_tool workflow --spec SPEC --out OUT.tar.gz [--source-date-epoch N] FILE...
     layer_tool engine --out OUT.tar.gz [--source-date-epoch N] FILE...
     layer_tool wheels --out OUT.tar.gz --site-packages DIR [--source-date-epoch N]
-    layer_tool wheels --out OUT.tar.gz --lock LOCK --python-version 3.13 --platform linux/amd64 [...]
+    layer_tool wheels --out OUT.tar.gz --lock requirements/runtime.txt --python-version 3.13 --platform linux/amd64
+                      [--deflate-lock requirements/cli.txt] [...]
     layer_tool config (--spec SPEC FILE... | --name N --version V) --python-version 3.13
                       --out-prefix PREFIX [--source-date-epoch N]
 
@@ -18,10 +19,13 @@ Bazel adds is modes: it marks every generated file executable, so a generated
 input gets the mode the plain path's generator gives it (0644); a source file
 keeps its executable bit.
 
-`wheels --lock` installs the lock's runtime wheels with the plain path's own pip
+`wheels --lock` installs the runtime lock's wheels with the plain path's own pip
 call (`builder.wheels.install_wheels`: hashes required, binary only, the
 image's Python and manylinux platform). Bazel runs it at fetch time
-(builder/extensions.bzl): it is the one step that needs the network.
+(builder/extensions.bzl): it is the one step that needs the network. There no
+@pip package exists, so the layers' compressor, `deflate`, is installed first
+from the lock that pins it (`--deflate-lock`, the CLI's lock: the builder needs
+it, images do not).
 
 `config` writes the files rules_oci's `oci_image` reads (entrypoint, env,
 labels, annotations, created, exposed ports) and the tags for `oci_load` and
@@ -58,6 +62,10 @@ from builder.errors import BuildError
 from builder.layers import Layer, resolve_mtime, write_layer
 from builder.oci import PYTHON_VERSION_LABEL, ImageSettings, parse_platform
 from builder.reference import image_reference, image_tag
+
+#: The lock that pins `deflate` (the layers' compressor): the CLI's, since the
+#: builder needs it and images do not.
+DEFLATE_LOCK = Path(__file__).resolve().parent.parent / "requirements" / "cli.txt"
 
 # bazel-out/<config>/bin/… (generated), external/<repo>/… and ../<repo>/… (other repositories).
 _GENERATED_PREFIX = re.compile(r"^bazel-out/[^/]+/(?:bin|genfiles)/")
@@ -157,12 +165,17 @@ def wheels_layer_from_site_packages(site: Path, out: Path, source_date_epoch: in
 
 
 def wheels_layer_from_lock(
-    lock: Path, python_version: str, platform: str, out: Path, source_date_epoch: int | None = None
+    lock: Path,
+    python_version: str,
+    platform: str,
+    out: Path,
+    source_date_epoch: int | None = None,
+    deflate_lock: Path = DEFLATE_LOCK,
 ) -> Layer:
-    """Install the lock's runtime wheels as `pipedreamer build` does, then write the layer."""
+    """Install the runtime lock's wheels as `pipedreamer build` does, then write the layer."""
     ensure_pip()
     with tempfile.TemporaryDirectory(prefix="pipedreamer-wheels-") as tmp:
-        ensure_deflate(Path(lock), Path(tmp) / "deflate")
+        ensure_deflate(Path(deflate_lock), Path(tmp) / "deflate")
         site, _ = wheels.install_wheels(Path(lock), python_version, parse_platform(platform), cache=Path(tmp),
                                         progress=lambda message: print(message, file=sys.stderr))  # fmt: skip
         return wheels_layer_from_site_packages(site, out, source_date_epoch)
@@ -302,9 +315,11 @@ def _parser() -> argparse.ArgumentParser:
     wheel = modes.add_parser("wheels", help="the third-party layer")
     source = wheel.add_mutually_exclusive_group(required=True)
     source.add_argument("--site-packages", type=Path, help="an installed site-packages directory")
-    source.add_argument("--lock", type=Path, help="install this lock's runtime wheels first (needs the network)")
+    source.add_argument("--lock", type=Path, help="install this lock's wheels first, the runtime lock (needs the network)")
     wheel.add_argument("--python-version", help="with --lock: the image's Python, e.g. 3.13")
     wheel.add_argument("--platform", help="with --lock: linux/amd64 or linux/arm64")
+    wheel.add_argument("--deflate-lock", type=Path, default=DEFLATE_LOCK,
+                       help="with --lock: the lock pinning deflate, the compressor (default: requirements/cli.txt)")  # fmt: skip
     common(wheel)
 
     config = modes.add_parser("config", help="rules_oci config files (entrypoint, env, labels, ...) and tags")
@@ -340,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if not (args.python_version and args.platform):
                 raise BuildError("wheels --lock: give --python-version and --platform too")
-            layer = wheels_layer_from_lock(args.lock, args.python_version, args.platform, args.out, args.source_date_epoch)
+            layer = wheels_layer_from_lock(args.lock, args.python_version, args.platform, args.out, args.source_date_epoch,
+                                           args.deflate_lock)  # fmt: skip
         if args.digest_out:
             args.digest_out.write_text(json.dumps({"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size}) + "\n")
     except BuildError as err:

@@ -234,7 +234,7 @@ def test_wheels_layer_is_byte_identical_to_the_plain_path(tmp_path: Path, monkey
         return site, "key"
 
     monkeypatch.setattr(wheels, "install_wheels", install_wheels)
-    lock = REPO / "requirements_lock.txt"
+    lock = wheels.RUNTIME_LOCK
     plain, _ = wheels.wheels_layer(lock, "3.13", parse_platform("linux/arm64"), cache=tmp_path / "cache", source_date_epoch=0)
 
     out, digest_json = tmp_path / "from-lock.tar.gz", tmp_path / "from-lock.json"
@@ -385,8 +385,8 @@ def test_settings_rules_oci_cannot_carry_are_refused() -> None:
 
 def test_at_fetch_time_a_bare_interpreter_gets_the_locked_compressor(tmp_path: Path) -> None:
     # Bazel's wheels repository rule runs layer_tool with the hermetic Python and
-    # no @pip packages: it must install the lock's deflate (hash-checked) and
-    # compress exactly as the venv does.
+    # no @pip packages: it must install deflate (hash-checked) from the lock that
+    # pins it, the CLI's (images do not carry it), and compress exactly as the venv does.
     bare = Path(sys.base_prefix) / "bin" / "python3"
     probe = subprocess.run([str(bare), "-I", "-c", "import deflate"], capture_output=True)
     assert probe.returncode != 0, f"{bare} already has deflate: this test needs an interpreter without it"
@@ -394,8 +394,8 @@ def test_at_fetch_time_a_bare_interpreter_gets_the_locked_compressor(tmp_path: P
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "from pathlib import Path;"
-        "from builder.layer_tool import ensure_pip, ensure_deflate;"
-        "ensure_pip(); ensure_deflate(Path(sys.argv[1]) / 'requirements_lock.txt', Path(sys.argv[2]) / 'deflate');"
+        "from builder.layer_tool import DEFLATE_LOCK, ensure_pip, ensure_deflate;"
+        "ensure_pip(); ensure_deflate(DEFLATE_LOCK, Path(sys.argv[2]) / 'deflate');"
         "from builder.layers import gzip_bytes; print(gzip_bytes(b'pipedreamer ' * 5000).hex())"
     )
     result = subprocess.run([str(bare), "-I", "-c", script, str(repo), str(tmp_path)], capture_output=True, text=True,

@@ -302,7 +302,7 @@ def gzip_bytes(data: bytes | memoryview) -> bytes:
     except ImportError:
         raise BuildError(
             "the `deflate` package (libdeflate) is missing: layers are compressed with it so that "
-            "digests do not depend on this machine's zlib; install requirements_lock.txt"
+            "digests do not depend on this machine's zlib; install requirements/cli.txt"
         ) from None
     return deflate.gzip_compress(data, GZIP_LEVEL)
 

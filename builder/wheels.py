@@ -1,9 +1,10 @@
 """The third-party layer: locked wheels for the image's interpreter and platform.
 
-pip installs `requirements_lock.txt` (hashes required, binary wheels only, no
-dependency resolution: the lock already is the closure) for the target Python
-version and manylinux platform into a cache keyed by what went in; the layer
-is made from that directory at `/opt/pipedreamer/site-packages`.
+pip installs the runtime lock, `requirements/runtime.txt`, whole (hashes
+required, binary wheels only, no dependency resolution: the lock already is the
+closure) for the target Python version and manylinux platform into a cache
+keyed by what went in; the layer is made from that directory at
+`/opt/pipedreamer/site-packages`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from builder.errors import BuildError
@@ -25,42 +26,10 @@ from builder.oci import Platform
 
 SITE_PACKAGES = "/opt/pipedreamer/site-packages"
 
-# Locked for development, never needed by the engine inside the image. Each
-# group says why; `wheels_test.py` proves no kept package depends on one of them.
-_TEST_ONLY = {
-    "pytest": "test runner",
-    "pytest-asyncio": "test runner plugin",
-    "pytest-timeout": "test runner plugin",
-    "pluggy": "pytest's plugin system",
-    "iniconfig": "pytest's config reader",
-    "packaging": "pytest's version parsing",
-    "pygments": "pytest's traceback colouring",
-    "hypothesis": "property tests",
-    "sortedcontainers": "hypothesis's containers",
-}
-_BUILD_ONLY = {
-    "deflate": "compresses layers on the build machine (libdeflate: the same bytes on every machine)",
-    "grpcio-tools": "generates the _pb2 stubs at build time; the image runs them with protobuf + grpcio",
-    "setuptools": "grpcio-tools' build dependency",
-}
-# The CLI talks to the cluster; the engine in the pod never does.
-_CLUSTER_CLIENT_ONLY = {
-    "kubernetes": "the CLI's cluster client (126 MB installed)",
-    "pydantic": "kubernetes' models",
-    "pydantic-core": "kubernetes' models",
-    "annotated-types": "pydantic's dependency",
-    "typing-inspection": "pydantic's dependency",
-    "aiohttp-retry": "kubernetes' async client",
-    "requests": "kubernetes' sync client",
-    "requests-oauthlib": "kubernetes' auth plugins",
-    "oauthlib": "kubernetes' auth plugins",
-    "websocket-client": "kubernetes' exec/attach streams",
-    "durationpy": "kubernetes' duration parsing",
-    "urllib3": "requests' transport",
-    "charset-normalizer": "requests' decoding",
-    "certifi": "requests' CA bundle (the image uses the base's /etc/ssl/certs)",
-}
-RUNTIME_EXCLUDED: Mapping[str, str] = {**_TEST_ONLY, **_BUILD_ONLY, **_CLUSTER_CLIENT_ONLY}
+# The image's lock: the closure of what engine/ and proto/ import, and nothing
+# else (tools/locks/lock.sh makes it; requirements/README.md). The CLI's and the
+# tests' locks (requirements/cli.txt, dev.txt) add to it and never reach an image.
+RUNTIME_LOCK = Path(__file__).resolve().parent.parent / "requirements" / "runtime.txt"
 
 # The lowest glibc our bases have (Debian 12: 2.36; Debian 13: 2.41). Wheels
 # needing a newer glibc are not offered to pip.
@@ -130,10 +99,6 @@ def parse_lock(path: Path) -> tuple[list[str], list[LockedRequirement]]:
     return options, requirements
 
 
-def runtime_requirements(requirements: Sequence[LockedRequirement]) -> list[LockedRequirement]:
-    return [r for r in requirements if r.name not in RUNTIME_EXCLUDED]
-
-
 def render_requirements(options: Sequence[str], requirements: Sequence[LockedRequirement]) -> str:
     """A requirements file pip accepts: options, then one `name==version --hash=…` per line."""
     lines = [o for o in options if not o.startswith(("--find-links", "-f ", "--index-url", "-i ", "--extra-index-url"))]
@@ -141,10 +106,10 @@ def render_requirements(options: Sequence[str], requirements: Sequence[LockedReq
     return "\n".join(lines) + "\n"
 
 
-def runtime_lock_text(lock: Path) -> str:
-    """The lock less test/build/cluster-only packages, as a requirements file (for the Dockerfile)."""
+def runtime_lock_text(lock: Path = RUNTIME_LOCK) -> str:
+    """The runtime lock as the requirements file the image's wheels are installed from (for the Dockerfile)."""
     options, requirements = parse_lock(lock)
-    return render_requirements(options, runtime_requirements(requirements))
+    return render_requirements(options, requirements)
 
 
 def pip_platform_tags(platform: Platform, glibc: tuple[int, int] = DEFAULT_GLIBC) -> list[str]:
@@ -179,9 +144,9 @@ def install_wheels(
     glibc: tuple[int, int] = DEFAULT_GLIBC,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[Path, str]:
-    """Install the runtime wheels (once per key) and return (site-packages dir, cache key)."""
+    """Install every wheel of `lock` (the runtime lock; once per key) and return (site-packages dir, cache key)."""
     options, requirements = parse_lock(lock)
-    text = render_requirements(options, runtime_requirements(requirements))
+    text = render_requirements(options, requirements)
     key = cache_key(text, python_version, platform, glibc)
     root = (cache or cache_root()) / "wheels"
     target = root / key
@@ -203,7 +168,7 @@ def install_wheels(
             "-r", str(req_file),
         ]  # fmt: skip
         if progress:
-            progress(f"installing {len(runtime_requirements(requirements))} locked wheels for Python {python_version} {platform}")
+            progress(f"installing {len(requirements)} locked wheels for Python {python_version} {platform}")
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode != 0:
@@ -255,7 +220,7 @@ def wheels_layer(
     """The site-packages layer and whether it came from the cache untouched."""
     cache = cache or cache_root()
     options, requirements = parse_lock(lock)
-    text = render_requirements(options, runtime_requirements(requirements))
+    text = render_requirements(options, requirements)
     key = cache_key(text, python_version, platform, glibc)
     layer_key = f"wheels-{key}-{source_date_epoch}"
     layer = cached_layer(cache / "layers", layer_key)

@@ -11,13 +11,12 @@ from builder.build import build_image
 from builder.dockerfile import DOCKERFILE_NAME, dockerfile_base, render_dockerfile
 from builder.oci import DEFAULT_PYTHON_VERSION
 from builder.registry import Credentials, push_image
-from builder.wheels import runtime_lock_text
+from builder.wheels import RUNTIME_LOCK, runtime_lock_text
 from cli.errors import CommandError
 from cli.output import Output
 from engine.spec import load_spec
 
 HELP = "build the workflow's OCI image (no Docker daemon needed) and optionally push it"
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +121,7 @@ def _write_dockerfile(directory: pathlib.Path, base: str | None, python_version:
         spec,
         base=dockerfile_base(base, python_version),
         python_version=python_version,
-        runtime_requirements=runtime_lock_text(REPO_ROOT / "requirements_lock.txt"),
+        runtime_requirements=runtime_lock_text(RUNTIME_LOCK),
     )
     target.write_text(text, encoding="utf-8")
     return target

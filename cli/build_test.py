@@ -10,6 +10,7 @@ import pytest
 
 from builder.build import BuildResult
 from builder.dockerfile import DEFAULT_BASE, DOCKERFILE_NAME
+from builder.wheels import RUNTIME_LOCK, parse_lock
 from cli import build as build_command
 from cli.main import main
 
@@ -71,3 +72,12 @@ def test_a_layout_base_is_not_written_into_the_dockerfile(project, built, tmp_pa
     text = (project / DOCKERFILE_NAME).read_text()
     assert str(tmp_path / "layout") not in text
     assert dockerfile_args(text) == {"PYTHON_VERSION": "3.12"}
+
+
+def test_the_dockerfile_installs_the_runtime_lock_and_nothing_else(project, built) -> None:
+    assert main(["build", str(project), "--dockerfile"]) == 0
+    text = (project / DOCKERFILE_NAME).read_text()
+    inlined = text.split("COPY <<'EOF' /tmp/requirements.txt\n", 1)[1].split("\nEOF\n", 1)[0]
+    pinned = {line.split(" ", 1)[0] for line in inlined.splitlines()}
+    assert pinned == {f"{r.name}=={r.version}" for r in parse_lock(RUNTIME_LOCK)[1]}
+    assert not any(line.startswith(("kubernetes==", "grpcio-tools==", "pytest==")) for line in pinned)

@@ -78,7 +78,7 @@ def test_every_third_party_import_is_declared() -> None:
             problems.append(f"{places[0]}: imports {module}, which no installed distribution provides")
         elif not set(dists) & set(declared):
             where = ", ".join(places[:3]) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
-            problems.append(f"{where}: imports {module} from {' or '.join(dists)}, not declared in requirements.in")
+            problems.append(f"{where}: imports {module} from {' or '.join(dists)}, not declared in requirements/*.in")
     assert not problems, "\n".join(problems)
 
 

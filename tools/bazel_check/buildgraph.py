@@ -38,8 +38,9 @@ Rules, by the tag each finding carries:
     loads come from declared repositories, and every rule a BUILD file calls is
     loaded or native.
 ``module``
-    MODULE.bazel: the ``pip`` hub reads ``//:requirements_lock.txt`` with the
-    toolchain's Python version, and every ``oci.pull`` pins a digest.
+    MODULE.bazel: the ``pip`` hub reads ``//requirements:dev.txt`` (the tests'
+    lock, a superset of the runtime and CLI locks) with the toolchain's Python
+    version, and every ``oci.pull`` pins a digest.
 ``duplicate``
     Target names (including those macros create) are unique in a package.
 ``static``
@@ -156,7 +157,8 @@ class Config:
     generated_py: tuple[str, ...] = ("proto/pipedreamer/v1/*_pb2*.py",)
     test_file_pattern: str = "*_test.py"
     pip_hub: str = "pip"
-    lock_label: str = "//:requirements_lock.txt"
+    #: The pip hub serves every target, tests included: the tests' lock, which holds the others.
+    lock_label: str = "//requirements:dev.txt"
 
 
 @dataclass(frozen=True, order=True)

@@ -34,7 +34,7 @@ pip = use_extension("@rules_python//python/extensions:pip.bzl", "pip")
 pip.parse(
     hub_name = "pip",
     python_version = "3.13",
-    requirements_lock = "//:requirements_lock.txt",
+    requirements_lock = "//requirements:dev.txt",
 )
 use_repo(pip, "pip")
 
@@ -90,8 +90,8 @@ def pipedreamer_workflow(name, srcs, spec, **kwargs):
 
 BASE_TREE = {
     "MODULE.bazel": MODULE,
-    "requirements_lock.txt": LOCK,
-    "BUILD.bazel": 'exports_files(["requirements_lock.txt"])\n',
+    "requirements/dev.txt": LOCK,
+    "requirements/BUILD.bazel": 'exports_files(["dev.txt"])\n',
     "tools/pytest/BUILD.bazel": """\
         load("@rules_python//python:defs.bzl", "py_library")
 
@@ -357,7 +357,7 @@ def test_macro_created_targets_are_valid_deps(repo: Path) -> None:
 
 
 def test_deps_a_macro_adds_must_resolve(repo: Path) -> None:
-    edit(repo, "requirements_lock.txt", "pytest==8.3.0", "pytest-cov==5.0")
+    edit(repo, "requirements/dev.txt", "pytest==8.3.0", "pytest-cov==5.0")
     assert findings(repo) == [
         "app/BUILD.bazel: target :core_test: deps added by pytest_test: @pip//pytest: "
         "'pytest' is not in the pip hub's requirements lock [deps]",
@@ -551,9 +551,9 @@ def test_rule_that_is_not_loaded(repo: Path) -> None:
     [
         ('hub_name = "pip"', 'hub_name = "pypi"', "pip.parse (line 10): hub_name is 'pypi', want 'pip'"),
         (
-            '"//:requirements_lock.txt"',
-            '"//:other_lock.txt"',
-            "pip.parse (line 10): requirements_lock is '//:other_lock.txt', want '//:requirements_lock.txt'",
+            '"//requirements:dev.txt"',
+            '"//requirements:runtime.txt"',
+            "pip.parse (line 10): requirements_lock is '//requirements:runtime.txt', want '//requirements:dev.txt'",
         ),
         (
             'python.toolchain(python_version = "3.13")',
@@ -645,7 +645,7 @@ def test_glob_honours_exclude_and_subpackages(tmp_path: Path) -> None:
         ("core.py", Label("", "app", "core.py")),
         ("//engine", Label("", "engine", "engine")),
         ("//engine:spec", Label("", "engine", "spec")),
-        ("//:requirements_lock.txt", Label("", "", "requirements_lock.txt")),
+        ("//requirements:dev.txt", Label("", "requirements", "dev.txt")),
         ("@pip//nats_py", Label("pip", "nats_py", "nats_py")),
         ("@rules_python//python:defs.bzl", Label("rules_python", "python", "defs.bzl")),
     ],

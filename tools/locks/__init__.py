@@ -1,0 +1,1 @@
+"""The dependency locks: how they are made (lock.sh) and checked."""
