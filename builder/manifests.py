@@ -10,36 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from typing import Any, Iterable, Mapping
 
 import yaml
 
 from builder import reference
 from builder.secrets_manifest import redact_secret, render_secret, secret_checksum, secret_name
+from k8s.names import (
+    COMPONENT_CRON,
+    COMPONENT_ENGINE,
+    DEFAULT_RUNTIME_CLASS,
+    ENGINE_CONTAINER,
+    GRPC_PORT,
+    HTTP_PORT,
+    SECRET_CHECKSUM_ANNOTATION,
+    TRIGGER_ANNOTATION,
+    invoke_labels,
+    selector_labels,
+    service_url,
+    workflow_labels,
+)
 from proto.pipedreamer.v1 import workflow_pb2
 
-MANAGED_BY = "pipedreamer"
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_VERSION = "app.kubernetes.io/version"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_PART_OF = "app.kubernetes.io/part-of"
-# Engine pods and cron trigger pods carry the same name label; the component
-# keeps the Service from sending traffic to a curl pod.
-COMPONENT_ENGINE = "engine"
-COMPONENT_CRON = "cron-trigger"
-SECRET_CHECKSUM_ANNOTATION = "pipedreamer.dev/secret-checksum"
-# A pod labelled `pipedreamer.dev/invoke: NAME` in the workflow's namespace may
-# call the engine of workflow NAME (its NetworkPolicy admits it); the
-# CronJobs' pods carry it.
-INVOKE_LABEL = "pipedreamer.dev/invoke"
-TRIGGER_ANNOTATION = "pipedreamer.dev/trigger"
-
-HTTP_PORT = 8080
-GRPC_PORT = 9090
 SECRETS_MOUNT = "/app/secrets"
-ENGINE_CONTAINER = "engine"
 NOBODY = 65534
 # curlimages/curl names its user (curl_user, uid 100), so Kubernetes cannot
 # check runAsNonRoot without a number; curl needs no files of its own, so it
@@ -50,11 +43,9 @@ CURL_GID = NOBODY
 DEFAULT_CURL_IMAGE = (
     "curlimages/curl:8.11.1@sha256:c1fe1679c34d9784c1b0d1e5f62ac0a79fca01fb6377cdd33e90473c6f9f9a69"
 )
-DEFAULT_RUNTIME_CLASS = "gvisor"
 # How long one cron-triggered run may take before curl gives up.
 DEFAULT_CRON_TIMEOUT_SECONDS = 600
 
-_LABEL_VALUE_RE = re.compile(r"[^-A-Za-z0-9_.]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,12 +121,6 @@ def image_reference(
     return reference.image_reference(prefix, spec.name, spec.version)
 
 
-def label_value(text: str) -> str:
-    """`text` made a valid label value (≤ 63 chars of [-A-Za-z0-9_.], alphanumeric at both ends)."""
-    value = _LABEL_VALUE_RE.sub("_", text)[:63]
-    return value.strip("-_.")
-
-
 def cronjob_names(spec: workflow_pb2.WorkflowSpec) -> list[str]:
     """`{wf}-cron` for one cron trigger, `{wf}-cron-0`, `{wf}-cron-1`, … for several."""
     count = len(cron_triggers(spec))
@@ -146,45 +131,6 @@ def cronjob_names(spec: workflow_pb2.WorkflowSpec) -> list[str]:
 
 def cron_triggers(spec: workflow_pb2.WorkflowSpec) -> list[workflow_pb2.Trigger]:
     return [t for t in spec.triggers if t.type == workflow_pb2.Trigger.TYPE_CRON]
-
-
-def service_url(name: str, namespace: str) -> str:
-    return f"http://{name}.{namespace}.svc.cluster.local:{HTTP_PORT}/run"
-
-
-# -------------------------------------------------------------------- labels
-
-
-def workflow_labels(spec: workflow_pb2.WorkflowSpec, component: str | None = None) -> dict[str, str]:
-    """The labels every object of a workflow carries (undeploy selects by name + managed-by)."""
-    labels = {
-        LABEL_NAME: spec.name,
-        LABEL_VERSION: label_value(spec.version),
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_PART_OF: MANAGED_BY,
-    }
-    if component:
-        labels[LABEL_COMPONENT] = component
-    return labels
-
-
-def selector_labels(name: str) -> dict[str, str]:
-    """The engine pods of one workflow (Deployment and Service selector; immutable once applied)."""
-    return {LABEL_NAME: name, LABEL_COMPONENT: COMPONENT_ENGINE}
-
-
-def invoke_labels(name: str) -> dict[str, str]:
-    """The label that lets a pod call workflow `name`'s engine."""
-    return {INVOKE_LABEL: name}
-
-
-def workflow_selector(name: str) -> str:
-    """Label selector for every object deploy created for `name`."""
-    return f"{LABEL_NAME}={name},{LABEL_MANAGED_BY}={MANAGED_BY}"
-
-
-def managed_selector() -> str:
-    return f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
 # ---------------------------------------------------------- security context

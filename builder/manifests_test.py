@@ -7,21 +7,8 @@ import re
 
 import yaml
 
-from builder.manifests import (
-    DEFAULT_CURL_IMAGE,
-    SECRET_CHECKSUM_ANNOTATION,
-    ManifestOptions,
-    render_network_policy,
-    cronjob_names,
-    image_reference,
-    label_value,
-    redact_secrets,
-    render_cronjobs,
-    render_deployment,
-    render_manifests,
-    render_service,
-    to_yaml,
-)
+from builder.manifests import DEFAULT_CURL_IMAGE, ManifestOptions, render_network_policy, cronjob_names, image_reference, redact_secrets, render_cronjobs, render_deployment, render_manifests, render_service, to_yaml
+from k8s.names import SECRET_CHECKSUM_ANNOTATION, label_value
 from builder.secrets_manifest import REDACTED
 from engine.spec import parse_spec
 

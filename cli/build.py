@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
-import tempfile
 
-from builder.build import build_image
-from builder.dockerfile import DOCKERFILE_NAME, dockerfile_base, render_dockerfile
+from builder.dockerfile import DOCKERFILE_NAME
 from builder.oci import DEFAULT_PYTHON_VERSION
-from builder.registry import Credentials, push_image
-from builder.wheels import RUNTIME_LOCK, runtime_lock_text
+from builder.publish import publish_image, write_dockerfile
+from builder.registry import Credentials
 from cli.errors import CommandError
 from cli.output import Output
-from engine.spec import load_spec
 
 HELP = "build the workflow's OCI image (no Docker daemon needed) and optionally push it"
 
@@ -60,7 +56,6 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    directory = pathlib.Path(args.dir)
     if args.push and not args.registry:
         raise CommandError("--push needs --registry (e.g. --registry localhost:5000/team)")
     if not args.dockerfile and not args.base:
@@ -68,60 +63,46 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if not args.dockerfile and not (args.oci_layout or args.push):
         raise CommandError("nothing to do: give --oci-layout OUT, --push, or --dockerfile")
     credentials = _credentials(args)
-    result: dict[str, object] = {}
 
     if args.dockerfile and not args.base:
-        target = _write_dockerfile(directory, None, args.python_version or DEFAULT_PYTHON_VERSION)
+        target = write_dockerfile(args.dir, None, args.python_version or DEFAULT_PYTHON_VERSION)
         out.result({"dockerfile": str(target)}, f"wrote {target}")
         return 0
 
     platforms = [p.strip() for value in args.platform or ["linux/amd64"] for p in value.split(",") if p.strip()]
-    with tempfile.TemporaryDirectory(prefix="pipedreamer-build-") as scratch:
-        layout = pathlib.Path(args.oci_layout) if args.oci_layout else pathlib.Path(scratch) / "layout"
-        built = build_image(
-            directory,
-            args.base,
-            layout,
-            platforms=platforms,
-            progress=out.progress,
-            registry=args.registry or "",
-            python_version=args.python_version,
-            insecure=args.insecure,
+    published = publish_image(
+        args.dir,
+        args.base,
+        oci_layout=args.oci_layout,
+        push=args.push,
+        registry=args.registry or "",
+        platforms=platforms,
+        python_version=args.python_version,
+        credentials=credentials,
+        insecure=args.insecure,
+        dockerfile=args.dockerfile,
+        progress=out.progress,
+    )
+    built = published.built
+    result: dict[str, object] = {"image": built.image, "digest": built.digest, "platforms": list(built.platforms)}
+    lines = [f"built {built.image}@{built.digest}"]
+    lines += [
+        f"  {layer.name:<8} {layer.platform:<12} {layer.digest[:19]} {layer.size / 1e6:7.1f} MB"
+        f"{'  (cached)' if layer.cached else ''}"
+        for layer in built.layers
+    ]
+    lines.append(f"  image {built.image_size / 1e6:.1f} MB compressed (base {built.base_size / 1e6:.1f} MB)")
+    if published.oci_layout:
+        result["oci_layout"] = str(published.oci_layout)
+    if published.dockerfile:
+        result["dockerfile"] = str(published.dockerfile)
+        lines.append(f"wrote {published.dockerfile}")
+    if published.pushed:
+        pushed = published.pushed
+        result["pushed"] = pushed.reference
+        lines.append(
+            f"pushed {pushed.reference}@{pushed.digest} "
+            f"({pushed.uploaded} uploaded, {pushed.mounted} mounted, {pushed.skipped} already there)"
         )
-        result.update({"image": built.image, "digest": built.digest, "platforms": list(built.platforms)})
-        if args.oci_layout:
-            result["oci_layout"] = str(layout)
-        lines = [f"built {built.image}@{built.digest}"]
-        lines += [
-            f"  {layer.name:<8} {layer.platform:<12} {layer.digest[:19]} {layer.size / 1e6:7.1f} MB"
-            f"{'  (cached)' if layer.cached else ''}"
-            for layer in built.layers
-        ]
-        lines.append(f"  image {built.image_size / 1e6:.1f} MB compressed (base {built.base_size / 1e6:.1f} MB)")
-        if args.dockerfile:
-            target = _write_dockerfile(directory, args.base, built.python_version)
-            result["dockerfile"] = str(target)
-            lines.append(f"wrote {target}")
-        if args.push:
-            pushed = push_image(layout, built.image, credentials=credentials, insecure=args.insecure, progress=out.progress)
-            result["pushed"] = pushed.reference
-            lines.append(
-                f"pushed {pushed.reference}@{pushed.digest} "
-                f"({pushed.uploaded} uploaded, {pushed.mounted} mounted, {pushed.skipped} already there)"
-            )
     out.result(result, "\n".join(lines))
     return 0
-
-
-def _write_dockerfile(directory: pathlib.Path, base: str | None, python_version: str) -> pathlib.Path:
-    """DIR/Dockerfile.pipedreamer on `--base` when Docker can pull it, with the base's Python."""
-    spec = load_spec(directory).spec
-    target = directory / DOCKERFILE_NAME
-    text = render_dockerfile(
-        spec,
-        base=dockerfile_base(base, python_version),
-        python_version=python_version,
-        runtime_requirements=runtime_lock_text(RUNTIME_LOCK),
-    )
-    target.write_text(text, encoding="utf-8")
-    return target

@@ -11,7 +11,7 @@ import pytest
 from builder.build import BuildResult
 from builder.dockerfile import DEFAULT_BASE, DOCKERFILE_NAME
 from builder.wheels import RUNTIME_LOCK, parse_lock
-from cli import build as build_command
+from builder import publish
 from cli.main import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
         return BuildResult(image="hello:1.0.0", digest="sha256:" + "b" * 64, layout=layout,
                            platforms=("linux/amd64",), python_version="3.12")  # fmt: skip
 
-    monkeypatch.setattr(build_command, "build_image", build_image)
+    monkeypatch.setattr(publish, "build_image", build_image)
     return calls
 
 

@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import argparse
 
-from builder.manifests import (
-    DEFAULT_CLUSTER_REGISTRY,
-    DEFAULT_CURL_IMAGE,
-    DEFAULT_RUNTIME_CLASS,
-    ManifestOptions,
-    image_reference,
-    redact_secrets,
-    render_manifests,
-    to_yaml,
-)
-from builder.secrets_manifest import load_secret_data, secret_name
+from builder.manifests import DEFAULT_CLUSTER_REGISTRY, DEFAULT_CURL_IMAGE, redact_secrets, to_yaml
+from k8s.names import DEFAULT_RUNTIME_CLASS
+from builder.secrets_manifest import secret_name
 from cli.arguments import cidr, duration
 from cli.errors import CommandError
 from cli.output import Output
-from engine.compiler import compile_dag
-from engine.spec import load_spec
 from k8s.apiserver import WHERE as APISERVER_WHERE
-from k8s.apiserver import read_apiserver_cidrs
-from k8s.apply import deploy_objects, wait_for_rollout
 from k8s.client import connect, resolve_namespace
+from k8s.deploy import DeployOptions, deploy_workflow, plan_deploy
 
 HELP = "deploy a workflow to Kubernetes (server-side apply)"
 
@@ -66,74 +55,69 @@ def run(args: argparse.Namespace, out: Output) -> int:
         raise CommandError("--replicas must be 0 or more")
     if args.show_secrets and not args.dry_run:
         raise CommandError("--show-secrets only applies to --dry-run")
-    apiserver_cidrs = tuple(dict.fromkeys(cidr(text, "--apiserver-cidr") for text in args.apiserver_cidr))
-    loaded = load_spec(args.dir)
-    compile_dag(loaded.spec)
-    spec = loaded.spec
-    image = image_reference(spec, image=args.image, registry=args.registry, cluster_registry=args.cluster_registry)
+    options = DeployOptions(
+        image=args.image,
+        registry=args.registry,
+        cluster_registry=args.cluster_registry,
+        replicas=args.replicas,
+        runtime_class=args.runtime_class or None,
+        curl_image=args.curl_image,
+        apiserver_cidrs=tuple(dict.fromkeys(cidr(text, "--apiserver-cidr") for text in args.apiserver_cidr)),
+    )
+    plan = plan_deploy(args.dir, options)
+    spec, image = plan.spec, plan.image
     if not (args.image or args.registry or args.cluster_registry):
         out.info(
             f"note: no --cluster-registry, --registry or --image: the pods pull {image} "
             f"from the in-cluster Zot of deploy/zot (NodePort {DEFAULT_CLUSTER_REGISTRY.rpartition(':')[2]})"
         )
-    secrets = load_secret_data(args.dir)
-    if secrets and secrets.ignored:
-        out.warning(f"{secrets.ignored} is ignored: {secrets.source} takes precedence")
-
-    def render(namespace: str, cidrs: tuple[str, ...]) -> list[dict]:
-        options = ManifestOptions(
-            namespace=namespace,
-            image=image,
-            replicas=args.replicas,
-            runtime_class=args.runtime_class or None,
-            curl_image=args.curl_image,
-            apiserver_cidrs=cidrs,
-        )
-        return render_manifests(spec, options, secrets.data if secrets else None)
+    if plan.secrets and plan.secrets.ignored:
+        out.warning(f"{plan.secrets.ignored} is ignored: {plan.secrets.source} takes precedence")
 
     if args.dry_run:
         namespace = resolve_namespace(args.kubeconfig, args.context, args.namespace)
-        if not apiserver_cidrs:
+        if not options.apiserver_cidrs:
             out.info(
                 "note: the NetworkPolicy shown has no rule for the API server's service proxy (`pipedreamer run`): "
                 f"deploy reads its addresses from {APISERVER_WHERE} when it applies; "
                 "pass --apiserver-cidr to render them here"
             )
-        objects = render(namespace, apiserver_cidrs)
+        objects = plan.render(namespace)
         shown = objects if args.show_secrets else redact_secrets(objects)
         out.result(
-            {"namespace": namespace, "image": image, "apiserver_cidrs": list(apiserver_cidrs), "manifests": shown},
+            {"namespace": namespace, "image": image, "apiserver_cidrs": list(options.apiserver_cidrs), "manifests": shown},
             to_yaml(shown),
         )
         return 0
 
     with connect(args.kubeconfig, args.context, args.namespace) as cluster:
-        namespace = cluster.namespace
-        # Read before anything is applied: when they cannot be, nothing is.
-        cidrs = apiserver_cidrs or read_apiserver_cidrs(cluster)
-        objects = render(namespace, cidrs)
-        out.info(
-            f"NetworkPolicy {spec.name!r} admits the API server's service proxy from {', '.join(cidrs)} "
-            f"({'--apiserver-cidr' if apiserver_cidrs else APISERVER_WHERE})"
-        )
-        if secrets is None:
+        if plan.secrets is None:
             out.info(f"no .secrets/ or .secrets.yaml in {args.dir}: Secret {secret_name(spec.name)!r} is not applied (an existing one stays)")
-        applied = deploy_objects(cluster, spec.name, objects, force=args.force_conflicts)
-        rollout = None
         if args.wait:
             out.info(f"waiting for deployment/{spec.name} to roll out (timeout {args.timeout:g}s)")
-            state = wait_for_rollout(
-                cluster, spec.name, args.timeout, on_progress=lambda text: out.info(f"  rollout: {text}")
-            )
-            rollout = {"done": True, "desired": state.desired, "available": state.available, "updated": state.updated}
-    changed = [a for a in applied if a.action != "unchanged"]
-    lines = [f"{a.kind.lower()}/{a.name} {a.action}" for a in applied]
+        outcome = deploy_workflow(
+            cluster,
+            plan,
+            force=args.force_conflicts,
+            wait=args.wait,
+            timeout=args.timeout,
+            on_progress=lambda text: out.info(f"  rollout: {text}"),
+        )
+    out.info(
+        f"NetworkPolicy {spec.name!r} admits the API server's service proxy from {', '.join(outcome.apiserver_cidrs)} "
+        f"({outcome.apiserver_cidrs_from})"
+    )
+    lines = [f"{a.kind.lower()}/{a.name} {a.action}" for a in outcome.applied]
+    namespace = outcome.namespace
     summary = (
         f"{spec.name} {spec.version} deployed to namespace {namespace!r} ({image})"
-        if changed
+        if outcome.changed
         else f"{spec.name} {spec.version} is already deployed as specified in namespace {namespace!r} (no changes)"
     )
-    if rollout:
+    rollout = None
+    if outcome.rollout is not None:
+        state = outcome.rollout
+        rollout = {"done": True, "desired": state.desired, "available": state.available, "updated": state.updated}
         summary += "; rollout complete"
     out.result(
         {
@@ -141,9 +125,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
             "version": spec.version,
             "namespace": namespace,
             "image": image,
-            "apiserver_cidrs": list(cidrs),
-            "changed": bool(changed),
-            "objects": [a.to_dict() for a in applied],
+            "apiserver_cidrs": list(outcome.apiserver_cidrs),
+            "changed": outcome.changed,
+            "objects": [a.to_dict() for a in outcome.applied],
             "rollout": rollout,
         },
         "\n".join(lines + [summary]),

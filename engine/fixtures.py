@@ -323,3 +323,70 @@ def diff_json(expected: Any, actual: Any) -> str:
         return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=repr) + "\n").splitlines(keepends=True)
 
     return "".join(difflib.unified_diff(lines(expected), lines(actual), "expected", "actual"))
+
+
+@dataclasses.dataclass(frozen=True)
+class FixtureRun:
+    """The reports of every target of one `pipedreamer test`, and how long it took."""
+
+    reports: tuple[WorkflowReport, ...]
+    seconds: float
+
+    @property
+    def passed(self) -> int:
+        return sum(1 for r in self.reports for f in r.results if f.passed)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.reports for f in r.results if not f.passed) + sum(1 for r in self.reports if r.error)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.passed for r in self.reports)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.ok,
+            "summary": {"passed": self.passed, "failed": self.failed, "seconds": round(self.seconds, 3)},
+            "workflows": [r.to_dict() for r in self.reports],
+        }
+
+    def render(self) -> str:
+        """The text `pipedreamer test` prints: one line per fixture, diffs and logs of failures, a summary."""
+        lines: list[str] = []
+        for report in self.reports:
+            if report.skipped:
+                lines.append(f"{report.directory}: skipped ({report.skipped.split(': ', 1)[-1]})")
+                continue
+            lines.append(f"{report.directory}" + (f" ({report.workflow})" if report.workflow else ""))
+            if report.error:
+                # A spec report already starts each line with "error: " / "warning: ".
+                error = report.error if report.error.startswith(("error: ", "warning: ")) else f"error: {report.error}"
+                lines.append("  " + error.replace("\n", "\n  "))
+            width = max((len(r.name) for r in report.results), default=0)
+            for result in report.results:
+                status = "PASS" if result.passed else "FAIL"
+                lines.append(f"  {status}  {result.name:<{width}}  {result.file}  ({result.duration * 1000:.1f} ms)")
+                if result.error:
+                    lines.append("        " + result.error.replace("\n", "\n        "))
+                if result.diff:
+                    lines.extend("        " + line for line in result.diff.rstrip("\n").splitlines())
+                if result.logs and not result.passed:
+                    lines.append("        logs:")
+                    lines.extend("          " + line for line in result.logs.rstrip("\n").splitlines())
+            if report.untested and not report.error:
+                lines.append(f"  note: no fixture for {', '.join(report.untested)}")
+            if not report.results and not report.error:
+                lines.append("  note: no fixtures in tests/fixtures/")
+        summary = f"{self.passed} passed, {self.failed} failed in {self.seconds:.2f}s"
+        lines.append(f"{'=' * 10} {summary} {'=' * 10}")
+        return "\n".join(lines)
+
+
+async def run_fixtures(
+    targets: Sequence[str | Path], *, pipeline_only: bool = False, secrets_path: Path | None = None
+) -> FixtureRun:
+    """Runs the fixtures of each target (`DIR` or `DIR/<node>`) in turn."""
+    started = time.perf_counter()
+    reports = [await run_workflow_fixtures(t, pipeline_only=pipeline_only, secrets_path=secrets_path) for t in targets]
+    return FixtureRun(tuple(reports), time.perf_counter() - started)

@@ -8,7 +8,7 @@ import re
 import time
 from typing import Callable, Iterable, Mapping
 
-from builder.manifests import LABEL_NAME, selector_labels, workflow_selector
+from k8s.names import LABEL_NAME, selector_labels, workflow_selector
 from k8s import kinds
 from k8s.client import FIELD_MANAGER, Cluster
 from k8s.errors import ClusterError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from builder.manifests import workflow_selector
+from k8s.names import workflow_selector
 from k8s import kinds
 from k8s.client import Cluster
 from k8s.errors import ClusterError

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-from builder.manifests import COMPONENT_ENGINE, LABEL_COMPONENT, LABEL_NAME, LABEL_VERSION, managed_selector
+from k8s.names import COMPONENT_ENGINE, LABEL_COMPONENT, LABEL_NAME, LABEL_VERSION, managed_selector
 from k8s import kinds
 from k8s.apply import rollout_state
 from k8s.client import Cluster

@@ -7,7 +7,7 @@ import math
 import threading
 from typing import Callable
 
-from builder.manifests import ENGINE_CONTAINER, selector_labels
+from k8s.names import ENGINE_CONTAINER, selector_labels
 from k8s import kinds
 from k8s.client import Cluster, iter_lines
 from k8s.errors import ClusterError

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from builder.manifests import DEFAULT_RUNTIME_CLASS, MANAGED_BY
+from k8s.names import DEFAULT_RUNTIME_CLASS, MANAGED_BY
 from k8s import kinds
 from k8s.apiserver import read_apiserver_cidrs
 from k8s.client import Cluster

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from builder.manifests import HTTP_PORT
+from k8s.names import HTTP_PORT
 from k8s import kinds
 from k8s.client import Cluster
 from k8s.errors import ClusterError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from builder.manifests import ENGINE_CONTAINER, LABEL_VERSION, selector_labels, workflow_selector
+from k8s.names import ENGINE_CONTAINER, LABEL_VERSION, selector_labels, workflow_selector
 from k8s import kinds
 from k8s.apply import pod_not_ready_reason, rollout_state
 from k8s.client import Cluster

@@ -14,7 +14,7 @@ import threading
 import pytest
 import yaml
 
-from builder.manifests import SECRET_CHECKSUM_ANNOTATION
+from k8s.names import SECRET_CHECKSUM_ANNOTATION
 from k8s import kinds
 from k8s.client import FIELD_MANAGER
 from tests.k8s_support import REGISTRY, cli, grant_user, make_workflow, merge_patch
