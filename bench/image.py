@@ -248,7 +248,7 @@ def _s(seconds: float) -> str:
 
 def _table(data: dict, base_seconds: float | None) -> list[str]:
     cold, changed, unchanged, sizes = data["cold"], data["warm_changed"], data["warm_unchanged"], data["sizes"]
-    ok = lambda good: "ok  " if good else "MISS"  # noqa: E731
+    ok = lambda good: "ok  " if good else "MISS"
     lines = [
         f"image build: {Path(data['workflow']).name} on the assembled Debian 13 base, linux/amd64, Python {data['python']} "
         f"({os.cpu_count()} CPUs, kernel {platform.release()})",

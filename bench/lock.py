@@ -162,7 +162,7 @@ def measure(
                         if warning not in warnings:
                             warnings.append(warning)
                 layers = layers or found
-                for name, (_, port) in servers.items():  # warm-up: not kept
+                for _, port in servers.values():  # warm-up: not kept
                     _wrk(f"http://127.0.0.1:{port}/run", 1, CONNECTIONS)
                 shift = round_ % len(names)  # the order rotates: drift in the machine's load hits all alike
                 for name in names[shift:] + names[:shift]:

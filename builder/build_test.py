@@ -27,7 +27,7 @@ HELLO = REPO / "examples" / "hello"
 def fake_wheels(monkeypatch: pytest.MonkeyPatch) -> None:
     """A small per-platform site-packages layer instead of pip."""
 
-    def wheels_layer(lock, python_version, platform, *, cache, source_date_epoch, progress=None, **_):  # noqa: ANN001
+    def wheels_layer(lock, python_version, platform, *, cache, source_date_epoch, progress=None, **_):
         entries = [LayerEntry(f"opt/pipedreamer/site-packages/fake-{platform.architecture}-{python_version}.py",
                               "file", data=b"x = 1\n")]  # fmt: skip
         return write_layer_cached(entries, Path(cache) / "layers", source_date_epoch=source_date_epoch)

@@ -82,8 +82,8 @@ def render_dockerfile(
     gives it) the file carries its own requirements; otherwise it copies the
     checkout's runtime lock, requirements/runtime.txt.
     """
-    name = getattr(spec, "name")
-    version = getattr(spec, "version")
+    name = spec.name
+    version = spec.version
     if not re.fullmatch(r"3\.\d+", python_version):
         raise BuildError(f"--python-version {python_version}: expected 3.N, e.g. {DEFAULT_PYTHON_VERSION}")
     if runtime_requirements:

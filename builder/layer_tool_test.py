@@ -43,7 +43,7 @@ BAZEL_BIN = "bazel-out/k8-fastbuild/bin"
 def fake_wheels(monkeypatch: pytest.MonkeyPatch) -> None:
     """`build_image` gets a small stand-in wheels layer instead of pip (as in build_test)."""
 
-    def wheels_layer(lock, python_version, platform, *, cache, source_date_epoch, progress=None, **_):  # noqa: ANN001
+    def wheels_layer(lock, python_version, platform, *, cache, source_date_epoch, progress=None, **_):
         entries = [LayerEntry(f"opt/pipedreamer/site-packages/fake-{platform.architecture}.py", "file", data=b"x = 1\n")]
         return write_layer_cached(entries, Path(cache) / "layers", source_date_epoch=source_date_epoch)
 
@@ -229,7 +229,7 @@ def test_wheels_layer_is_byte_identical_to_the_plain_path(tmp_path: Path, monkey
     (site / "pkg-1.0.dist-info" / "RECORD").write_text("pkg/__init__.py,,\n")
     installs = []
 
-    def install_wheels(lock, python_version, platform, *, cache=None, progress=None, **_):  # noqa: ANN001
+    def install_wheels(lock, python_version, platform, *, cache=None, progress=None, **_):
         installs.append((python_version, str(platform)))
         return site, "key"
 

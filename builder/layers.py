@@ -210,7 +210,7 @@ def _tarinfo(entry: LayerEntry, mtime: int, size: int) -> tarfile.TarInfo:
 class _HashingWriter(io.RawIOBase):
     """A write-only stream that hashes and counts what passes through to `sink`."""
 
-    def __init__(self, sink) -> None:  # noqa: ANN001 - any binary writable
+    def __init__(self, sink) -> None:  # any binary writable
         self._sink = sink
         self.sha256 = hashlib.sha256()
         self.size = 0
@@ -218,7 +218,7 @@ class _HashingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # noqa: ANN001 - bytes-like
+    def write(self, data) -> int:  # bytes-like
         view = memoryview(data)
         self.sha256.update(view)
         self.size += view.nbytes
@@ -227,7 +227,7 @@ class _HashingWriter(io.RawIOBase):
         return view.nbytes
 
 
-def _write_tar(entries: Sequence[LayerEntry], mtime: int, sink) -> None:  # noqa: ANN001
+def _write_tar(entries: Sequence[LayerEntry], mtime: int, sink) -> None:
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
         for entry in entries:
             if entry.kind != "file":

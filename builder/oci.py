@@ -367,7 +367,7 @@ class LayoutWriter:
     def __enter__(self) -> LayoutWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def __exit__(self, exc_type, exc, tb) -> None:
         if not self._committed:
             self.abort()
 

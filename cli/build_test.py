@@ -29,7 +29,7 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     """Stands in for build_image: records its arguments, answers with a base Python of 3.12."""
     calls: list[dict] = []
 
-    def build_image(directory, base, layout, **kwargs):  # noqa: ANN001, ANN202
+    def build_image(directory, base, layout, **kwargs):
         calls.append({"base": base, **kwargs})
         return BuildResult(image="hello:1.0.0", digest="sha256:" + "b" * 64, layout=layout,
                            platforms=("linux/amd64",), python_version="3.12")  # fmt: skip

@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         out.error(str(exc), {k: v for k, v in exc.to_dict().items() if k != "error"})
         return 1
-    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: a bug
+    except Exception as exc:  # the CLI's last line of defence: a bug
         if args.debug:
             raise
         out.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")

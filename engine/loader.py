@@ -124,7 +124,7 @@ def import_node(node_id: str, path: Path, display: str, generation: int) -> type
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise LoadError([LoadProblem(node_id, display, exc.lineno, f"SyntaxError: {exc.msg}")]) from None
-    except BaseException as exc:  # noqa: BLE001 - user code may raise anything at import, even SystemExit
+    except BaseException as exc:  # user code may raise anything at import, even SystemExit
         sys.modules.pop(name, None)
         if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
             raise

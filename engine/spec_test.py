@@ -333,7 +333,7 @@ def test_billion_laughs_is_bounded():
     for level in "bcdefgh":
         prev = chr(ord(level) - 1)
         lol += f"{level}: &{level} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
-    text = "name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\nconfig:\n" + "".join("  " + l for l in lol.splitlines(True))
+    text = "name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\nconfig:\n" + "".join("  " + line for line in lol.splitlines(True))
     assert any("document too large" in e for e in errors_of(text))
 
 

@@ -40,7 +40,7 @@ class KubeletStub:
             def log_message(self, *args):  # quiet
                 pass
 
-            def do_GET(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):  # http.server's naming
                 stub.requests.append(self.path)
                 url = urllib.parse.urlsplit(self.path)
                 parts = url.path.strip("/").split("/")

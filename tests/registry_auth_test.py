@@ -69,7 +69,7 @@ def token_registry(tmp_path: Path):
     issuer = TokenIssuer(tmp_path)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:  # http.server's name
             query = parse_qs(urlsplit(self.path).query)
             issuer.requests.append(query)
             expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -84,7 +84,7 @@ def token_registry(tmp_path: Path):
             self.end_headers()
             self.wfile.write(body)
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:  # http.server's name
             # OAuth2 refresh-token grant: how a docker identity token becomes an access token.
             length = int(self.headers.get("Content-Length", "0"))
             form = parse_qs(self.rfile.read(length).decode())
@@ -116,7 +116,7 @@ def token_registry(tmp_path: Path):
     server.server_close()
 
 
-def test_bearer_token_flow(tmp_path: Path, token_registry, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_bearer_token_flow(tmp_path: Path, token_registry, monkeypatch: pytest.MonkeyPatch) -> None:
     registry, issuer = token_registry
     monkeypatch.setenv("PIPEDREAMER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
@@ -150,7 +150,7 @@ def install_helper(bin_dir: Path, username: str, secret: str) -> None:
 
 @pytest.mark.parametrize("username,secret", [(USER, PASSWORD), ("<token>", IDENTITY_TOKEN)])
 def test_credentials_from_a_docker_credential_helper(
-    tmp_path: Path, token_registry, monkeypatch: pytest.MonkeyPatch, username: str, secret: str  # noqa: ANN001
+    tmp_path: Path, token_registry, monkeypatch: pytest.MonkeyPatch, username: str, secret: str
 ) -> None:
     registry, issuer = token_registry
     monkeypatch.setenv("PIPEDREAMER_CACHE", str(tmp_path / "cache"))

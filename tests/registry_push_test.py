@@ -116,7 +116,7 @@ def test_basic_auth_from_docker_config_and_flags(tmp_path: Path, cache: Path, mo
         server.stop()
 
 
-def _kill_when_uploading(registry: Registry, nth: int, then=None):  # noqa: ANN001, ANN202
+def _kill_when_uploading(registry: Registry, nth: int, then=None):
     seen = {"uploads": 0}
 
     def progress(message: str) -> None:

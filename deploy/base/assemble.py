@@ -467,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--insecure", action="store_true", help="with --push: plain HTTP (loopback registries always are)")
     mirror.add_arguments(parser)
     args = parser.parse_args(argv)
-    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    say = lambda m: print(m, file=sys.stderr)
     try:
         if args.push:
             parse_reference(args.push)  # a bad reference fails before minutes of assembling

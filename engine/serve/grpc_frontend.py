@@ -68,7 +68,7 @@ class WorkflowServicer(execution_pb2_grpc.WorkflowServiceServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except Draining as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except Exception as exc:  # noqa: BLE001 - report, do not crash the call
+        except Exception as exc:  # report, do not crash the call
             message = self.gate.engine.redact(f"{type(exc).__name__}: {exc}")
             log.exception("run failed inside the engine: %s", message)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {message}")

@@ -65,7 +65,7 @@ class HttpFrontend:
         self,
         gate: RunGate,
         *,
-        options: HttpOptions = HttpOptions(),
+        options: HttpOptions = HttpOptions(),  # noqa: B008 - a frozen dataclass, shared safely
         lock_report: Callable[[], dict[str, Any]] | None = None,
         loopback_only: bool = False,
     ) -> None:
@@ -97,7 +97,7 @@ class HttpFrontend:
             return _error(429, str(exc), headers={"Retry-After": "1"})
         except Draining as exc:
             return _error(503, str(exc), close=True)
-        except Exception as exc:  # noqa: BLE001 - a bug in the engine must not kill the connection
+        except Exception as exc:  # a bug in the engine must not kill the connection
             message = gate.engine.redact(f"{type(exc).__name__}: {exc}")
             log.exception("run failed inside the engine: %s", message)
             return _error(500, f"internal error: {message}")

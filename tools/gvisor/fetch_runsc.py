@@ -50,7 +50,7 @@ def read_lock(arch: str, lock: Path = LOCK) -> dict:
         data = json.loads(lock.read_text())
         entry = data["architectures"][arch]
         for key in ("version", "filename", "sha256", "size"):
-            entry[key]  # noqa: B018 - presence check
+            entry[key]  # presence check
     except FileNotFoundError:
         raise BuildError(f"{lock}: missing; run python -m tools.gvisor.fetch_runsc --refresh-lock") from None
     except (ValueError, KeyError, TypeError) as exc:
