@@ -20,6 +20,7 @@ from tools.bazel_check import buildgraph
 USED_WITHOUT_IMPORT = {
     buildgraph.normalize_dist("pytest-asyncio"): "pytest plugin (asyncio_mode in pytest.ini)",
     buildgraph.normalize_dist("pytest-timeout"): "pytest plugin (timeout in pytest.ini)",
+    buildgraph.normalize_dist("ruff"): "a program: tools/lint_test.py runs it",
 }
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement)[\s=]+(\S+)")
