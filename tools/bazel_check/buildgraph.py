@@ -239,12 +239,14 @@ class Tree:
 
     @classmethod
     def scan(cls, root: Path) -> Tree:
-        """Walks `root`, skipping hidden directories, node_modules and bazel-*."""
+        """Walks `root`, skipping hidden directories, node_modules, bazel-* and what
+        .bazelignore lists (as Bazel does)."""
+        ignored = _bazelignore(root)
         files: set[str] = set()
         for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not _skipped_dir(d))
             rel = Path(dirpath).relative_to(root).as_posix()
             prefix = "" if rel == "." else rel + "/"
+            dirnames[:] = sorted(d for d in dirnames if not _skipped_dir(d) and prefix + d not in ignored)
             files.update(prefix + name for name in filenames)
         build_dirs = {_parent(f) for f in files if _basename(f) in BUILD_FILE_NAMES}
         return cls(root, frozenset(files), frozenset(build_dirs))
@@ -284,6 +286,15 @@ class Tree:
 
 def _syntax_error(error: SyntaxError) -> str:
     return f"syntax error: {error.msg} (line {error.lineno})"
+
+
+def _bazelignore(root: Path) -> frozenset[str]:
+    """The directories .bazelignore lists, repo-relative."""
+    path = root / ".bazelignore"
+    if not path.is_file():
+        return frozenset()
+    lines = (line.split("#", 1)[0].strip().strip("/") for line in path.read_text().splitlines())
+    return frozenset(line for line in lines if line)
 
 
 def _skipped_dir(name: str) -> bool:
