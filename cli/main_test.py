@@ -11,13 +11,14 @@ import sys
 import pytest
 
 from cli.main import main
+from tools.pytest import child_python
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "github-digest"
 
 
 def run_cli(*args: str, cwd: pathlib.Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=child_python.pythonpath(ROOT))
     return subprocess.run(
         [sys.executable, "-m", "cli", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=60
     )

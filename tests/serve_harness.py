@@ -24,6 +24,8 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 
 import yaml
 
+from tools.pytest import child_python
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -98,7 +100,7 @@ class ServerProcess:
         self.log_path = Path(tempfile.mkstemp(prefix="pipedreamer-serve-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = str(REPO)
+        full_env["PYTHONPATH"] = child_python.pythonpath(REPO)
         full_env.update(env or {})
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
