@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -112,6 +113,19 @@ def _third_party_imports(package_dir: Path) -> set[str]:
     return found - set(sys.stdlib_module_names) - {"engine", "proto", "__future__"}
 
 
+def _distributions_beside(module: str) -> list[str]:
+    """The distributions installed in the directory `module` imports from. For
+    site-packages without RECORD files, which packages_distributions() needs:
+    Bazel's rules_python 0.22 leaves them out (one directory per wheel)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        return []
+    location = spec.origin if not spec.submodule_search_locations else next(iter(spec.submodule_search_locations))
+    if not location:
+        return []
+    return [dist.metadata["Name"] for dist in importlib.metadata.distributions(path=[str(Path(location).parent)])]
+
+
 def test_engine_and_proto_imports_are_all_in_the_image() -> None:
     """What engine/ and proto/ import must come from a kept distribution."""
     _, requirements = parse_lock(LOCK)
@@ -120,7 +134,7 @@ def test_engine_and_proto_imports_are_all_in_the_image() -> None:
     missing = []
     for package in ("engine", "proto"):
         for module in sorted(_third_party_imports(REPO / package)):
-            dists = {normalise_name(d) for d in owners.get(module, [])}
+            dists = {normalise_name(d) for d in owners.get(module, []) or _distributions_beside(module)}
             if not dists & kept:
                 missing.append(f"{package} imports {module} from {sorted(dists) or 'nowhere'}")
     assert missing == []
