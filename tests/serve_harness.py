@@ -115,7 +115,7 @@ class ServerProcess:
     @classmethod
     def dev(cls, workflow: Path, *extra: str) -> "ServerProcess":
         port, grpc_port = free_port(), free_port()
-        argv = [str(REPO / "pipedreamer"), "dev", str(workflow), "--port", str(port), "--grpc-port", str(grpc_port), *extra]
+        argv = [*child_python.cli_command(REPO), "dev", str(workflow), "--port", str(port), "--grpc-port", str(grpc_port), *extra]
         return cls(argv, port=port, grpc_port=grpc_port)
 
     @property

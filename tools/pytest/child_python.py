@@ -27,3 +27,16 @@ def pythonpath(checkout: Path) -> str:
     package directory such as engine/, whose modules (secrets.py) would shadow the stdlib."""
     third_party = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     return os.pathsep.join([str(first_party_root(checkout)), *third_party])
+
+
+def under_bazel() -> bool:
+    return bool(os.environ.get("TEST_SRCDIR"))
+
+
+def cli_command(checkout: Path) -> list[str]:
+    """The CLI as a user starts it: the checkout's ./pipedreamer (which sets up and
+    execs its .venv). Under `bazel test`, this interpreter with `-m cli` (give it
+    PYTHONPATH=pythonpath(checkout)): the checkout's .venv is the host's, not Bazel's."""
+    if under_bazel():
+        return [sys.executable, "-m", "cli"]
+    return [str(checkout / "pipedreamer")]
