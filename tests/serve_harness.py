@@ -232,7 +232,9 @@ def make_tls_files(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path
     )
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc"]
     for argv in (
-        ["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "1", "-subj", "/CN=pipedreamer test CA"],
+        # A CA as Python 3.13's strict X.509 verification (the image's Python) wants it: with key usage.
+        ["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "1", "-subj", "/CN=pipedreamer test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
         ["openssl", "req", *ec, "-keyout", str(key), "-out", str(request), "-subj", f"/CN={host}"],
         ["openssl", "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key), "-set_serial", "2",
          "-days", "1", "-extfile", str(extensions), "-out", str(cert)],
