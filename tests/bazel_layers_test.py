@@ -36,15 +36,17 @@ LAYER_NAMES = ("wheels.tar.gz", "engine_layer.tar.gz", "workflow_layer.tar.gz")
 
 def bazel_layers() -> list[Path]:
     main = Path(os.environ["TEST_SRCDIR"]) / "_main"
-    paths = [main / p for p in os.environ["HELLO_LAYERS"].split()]
-    assert [p.name for p in paths] == list(LAYER_NAMES)
-    return paths
+    by_name = {Path(p).name: main / p for p in os.environ["HELLO_LAYERS"].split()}  # $(rootpaths) sorts them
+    assert sorted(by_name) == sorted(LAYER_NAMES)
+    return [by_name[name] for name in LAYER_NAMES]
 
 
 def plain_checkout(dst: Path) -> Path:
-    """The runfiles of this test as ordinary files: what the CLI would find in a checkout."""
+    """The runfiles of this test as a checkout has them: ordinary files with ordinary modes
+    (Bazel's outputs are read-only and executable), without the layers under test."""
     main = Path(os.environ["TEST_SRCDIR"]) / "_main"
-    shutil.copytree(main, dst, symlinks=False, ignore=shutil.ignore_patterns("*.runfiles", "__pycache__", "*_main.py"))
+    ignore = shutil.ignore_patterns("*.runfiles", "__pycache__", "*_main.py", "*.tar.gz")
+    shutil.copytree(main, dst, symlinks=False, ignore=ignore, copy_function=shutil.copyfile)
     return dst
 
 
