@@ -19,7 +19,9 @@
 # nothing into the checkout (no MODULE.bazel.lock, no bazel-* symlinks), and
 # every mount lives in a private mount namespace (unshare) that ends with Bazel.
 # The cache is mounted at its own path too, so output paths Bazel prints (and
-# `bazel cquery --output=files`) are valid on the host.
+# `bazel cquery --output=files`) are valid on the host. The Bazel server keeps
+# the mount namespace it started in; a startup option naming the checkout makes
+# Bazel start a new server when the checkout (so its mount) changes.
 #
 # Needs root (debootstrap, chroot, mounts): CI runs as root.
 # Env: PIPEDREAMER_CACHE   cache root
@@ -75,7 +77,7 @@ root=$base/$key/root
 if [[ ! -e $base/$key/ready ]]; then
   started=$SECONDS
   echo "tools/bazel/run.sh: building the sid root $base/$key (once per package list)" >&2
-  rm -rf "$base/$key"
+  rm -rf "${base:?}/${key:?}"
   mkdir -p "$base/$key"
   unshare --mount --propagation private "$here/sid_root.sh" "$root" "$(mirror)" "$here/sid-packages.txt"
   touch "$base/$key/ready"
@@ -92,9 +94,11 @@ fi
 output_root=$base/$key/output
 mkdir -p "$output_root" "$base/repository-cache" "$base/pip-cache"
 
-# Inside a private mount namespace: mount, then chroot and run Bazel.
+# Inside a private mount namespace: mount, then chroot and run Bazel. One run at
+# a time (flock): each run lays out the workspace anew. flock -o keeps the lock
+# from being inherited by the Bazel server, which outlives the run.
 # shellcheck disable=SC2016
-exec unshare --mount --propagation private /bin/bash -c '
+exec flock -o "$base/$key/lock" unshare --mount --propagation private /bin/bash -c '
 set -euo pipefail
 root=$1 checkout=$2 cache=$3 output_root=$4 base=$5 command=$6
 shift 6
@@ -133,6 +137,7 @@ exec chroot "$root" /usr/bin/env -i \
   PIPEDREAMER_CACHE="$cache" PIP_CACHE_DIR="$base/pip-cache" \
   SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
   REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
-  /bin/bash -c "cd \"\$0\" && exec bazel --bazelrc=tools/bazel/ci/ci.bazelrc --output_user_root=\"\$1\" \"\${@:2}\"" \
-  "$ws" "$output_root" "$command" --repository_cache="$base/repository-cache" "$@"
+  /bin/bash -c "cd \"\$0\" && exec bazel --bazelrc=tools/bazel/ci/ci.bazelrc --output_user_root=\"\$1\" \"\$2\" \"\${@:3}\"" \
+  "$ws" "$output_root" "--host_jvm_args=-Dpipedreamer.checkout=$checkout" \
+  "$command" --repository_cache="$base/repository-cache" "$@"
 ' run.sh "$root" "$checkout" "$cache" "$output_root" "$base" "$@"

@@ -16,7 +16,7 @@ targets=(//examples/hello:layers //deploy/base:image_amd64)
 "${bazel[@]}" build "${targets[@]}" >&2
 output_base=$("${bazel[@]}" info output_base 2>/dev/null)
 execroot=$("${bazel[@]}" info execution_root 2>/dev/null)
-mapfile -t files < <("${bazel[@]}" cquery --output=files "${targets[@]}" 2>/dev/null)
+mapfile -t files < <("${bazel[@]}" cquery --output=files "set(${targets[*]})" 2>/dev/null)
 
 host_path() {
   case $1 in
