@@ -9,8 +9,10 @@ install it, it never skips.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,14 +42,18 @@ def repo_root() -> Path:
 
 
 def find_buildifier(root: Path) -> str | None:
-    """$BUILDIFIER, else buildifier on PATH, else one npm installed under the repository."""
+    """$BUILDIFIER, else buildifier on PATH, else one npm installed under the repository:
+    the static binary the package bundles for this machine (no node needed, as in
+    Bazel's sid root), else its node launcher."""
     if os.environ.get("BUILDIFIER"):
         return shutil.which(os.environ["BUILDIFIER"])
     found = shutil.which("buildifier")
     if found:
         return found
-    candidates = (root / d / "buildifier" for d in NPM_BIN_DIRS)
-    return next((str(c) for c in candidates if os.access(c, os.X_OK)), None)
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    bundled = (root / d / f"../@bazel/buildifier/buildifier-{sys.platform}_{arch}" for d in NPM_BIN_DIRS)
+    launchers = (root / d / "buildifier" for d in NPM_BIN_DIRS)
+    return next((str(c.resolve()) for c in (*bundled, *launchers) if os.access(c, os.X_OK)), None)
 
 
 def test_build_files_match_the_sources() -> None:
