@@ -1,7 +1,9 @@
-"""The repository's Bazel files, kept honest without Bazel (issue 2, item 8).
+"""The repository's Bazel files: what Bazel itself does not check.
 
-Two checks: the BUILD graph against the sources (tools/bazel_check/buildgraph.py)
-and buildifier's format and lint check. buildifier comes from npm
+Two checks: every .py file belongs to a target and each target's deps cover
+its imports (tools/bazel_check/buildgraph.py), and buildifier's format and
+lint check. Labels, visibility, loads and MODULE.bazel are Bazel's to check
+(CI runs it: tools/bazel/run.sh). buildifier comes from npm
 (``@bazel/buildifier``); when it is missing the test fails and says how to
 install it, it never skips.
 """
