@@ -321,12 +321,20 @@ def test_bazel_constants_match_build_py_and_the_base() -> None:
     assert DEFAULTS["IMAGE_USER"] == USER
     assert DEFAULTS["IMAGE_WORKDIR"] == APP_DIR
     assert DEFAULTS["IMAGE_PYTHON_VERSION"] == DEFAULT_PYTHON_VERSION == BASE_PYTHON_VERSION
-    module = buildgraph.read_module(buildgraph.Tree.scan(REPO))
-    (wheels_tag,) = module.tags_of("image_wheels", "install")
-    (toolchain,) = module.tags_of("python", "toolchain")
-    assert wheels_tag.attrs["python_version"].text == DEFAULTS["IMAGE_PYTHON_VERSION"]
-    assert toolchain.attrs["python_version"].text == DEFAULTS["IMAGE_PYTHON_VERSION"]
-    assert "python_%s_host" % DEFAULTS["IMAGE_PYTHON_VERSION"].replace(".", "_") in wheels_tag.attrs["python"].text
+    (wheels_tag,) = module_tags("image_wheels.install")
+    (toolchain,) = module_tags("python.toolchain")
+    assert wheels_tag["python_version"] == DEFAULTS["IMAGE_PYTHON_VERSION"]
+    assert toolchain["python_version"] == DEFAULTS["IMAGE_PYTHON_VERSION"]
+    assert "python_%s_host" % DEFAULTS["IMAGE_PYTHON_VERSION"].replace(".", "_") in wheels_tag["python"]
+
+
+def module_tags(call: str) -> list[dict[str, str]]:
+    """The string keyword arguments of each `call(...)` (e.g. python.toolchain) in MODULE.bazel."""
+    tags = []
+    for node in ast.walk(ast.parse((REPO / "MODULE.bazel").read_text())):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == call:
+            tags.append({k.arg: k.value.value for k in node.keywords if k.arg and isinstance(k.value, ast.Constant)})
+    return tags
 
 
 # ---------------------------------------------------------------------------

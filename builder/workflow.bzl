@@ -1,6 +1,6 @@
 """pipedreamer_workflow: the Bazel targets of one workflow project."""
 
-load("@rules_python//python:defs.bzl", "py_test")
+load("@rules_python//python:defs.bzl", "py_binary", "py_test")
 load("//builder:image.bzl", "pipedreamer_image", "pipedreamer_layer")
 load("//builder:image_defaults.bzl", "DEFAULT_REGISTRY")
 
@@ -41,8 +41,9 @@ def pipedreamer_workflow(
         **kwargs):
     """Declares a workflow's targets.
 
-    :files      the spec, node sources and fixtures
+    :files      the spec, node sources and fixtures (public by default: tests elsewhere read them)
     :check      bazel test: `pipedreamer validate` then `pipedreamer test`
+    :deploy     bazel run: `pipedreamer deploy` on this directory (-- --dry-run prints the manifests)
     :layers     the image's three layer tars (wheels, engine, workflow at /app), byte for
                 byte what `pipedreamer build` writes
     :image      rules_oci image: base, wheels, engine and workflow layers, configured as
@@ -63,14 +64,14 @@ def pipedreamer_workflow(
       base: the base image (an OCI layout target). Default: //deploy/base:image,
         assembled from deploy/base/lock.json for the target platform.
       repository: where :push pushes. Default: localhost:30500/<name>.
-      visibility: visibility of the generated targets.
+      visibility: visibility of the generated targets (:files and :layers default to public).
       **kwargs: common attributes (tags, ...) for every target.
     """
     tags = kwargs.pop("tags", [])
     native.filegroup(
         name = "files",
         srcs = [spec] + srcs + fixtures,
-        visibility = visibility,
+        visibility = visibility or ["//visibility:public"],
         tags = tags,
         **kwargs
     )
@@ -78,10 +79,28 @@ def pipedreamer_workflow(
         name = "check",
         srcs = [Label("//builder:workflow_check.py")],
         main = Label("//builder:workflow_check.py"),
-        args = ["$(location %s)" % spec],
-        data = [":files"],
+        args = ["$(rootpath %s)" % spec],
+        data = [
+            spec,
+            ":files",
+        ],
         deps = [Label("//builder:workflow_check")],
         env = {"PIPEDREAMER_WORKFLOW": name},
+        visibility = visibility,
+        tags = tags,
+        **kwargs
+    )
+
+    py_binary(
+        name = "deploy",
+        srcs = [Label("//builder:workflow_deploy.py")],
+        main = Label("//builder:workflow_deploy.py"),
+        args = ["$(rootpath %s)" % spec],
+        data = [
+            spec,
+            ":files",
+        ],
+        deps = [Label("//builder:workflow_deploy")],
         visibility = visibility,
         tags = tags,
         **kwargs
@@ -107,7 +126,7 @@ def pipedreamer_workflow(
             Label("//deploy/engine:engine_layer"),
             ":workflow_layer",
         ],
-        visibility = visibility,
+        visibility = visibility or ["//visibility:public"],
         tags = tags,
         **kwargs
     )

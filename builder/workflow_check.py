@@ -4,8 +4,11 @@ run its fixtures under the permission lock, as `pipedreamer validate` and `test`
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 from engine import sandbox
 from engine.compiler import compile_dag
@@ -13,11 +16,8 @@ from engine.errors import PipedreamerError
 from engine.fixtures import lock_for_fixtures, run_fixtures
 from engine.spec import load_spec
 
-# `pipedreamer test`'s defaults: /tmp writable, no network (fixtures answer ctx.fetch).
-POLICY = sandbox.PermissionPolicy(allow_write=("/tmp",))
 
-
-def check(directory: pathlib.Path) -> int:
+def check(directory: pathlib.Path, policy: sandbox.PermissionPolicy) -> int:
     """0 when the spec is valid and every fixture passes; the report goes to stdout, problems to stderr."""
     try:
         loaded = load_spec(directory)
@@ -28,7 +28,7 @@ def check(directory: pathlib.Path) -> int:
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{loaded.file}: {loaded.spec.name} {loaded.spec.version} is valid ({len(dag.order)} nodes)")
-    lock_for_fixtures([directory], POLICY)
+    lock_for_fixtures([directory], policy)
     run = asyncio.run(run_fixtures([directory]))
     print(run.render())
     return 0 if run.ok else 1
@@ -38,7 +38,20 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: workflow_check.py <path/to/workflow.yaml>", file=sys.stderr)
         return 2
-    return check(pathlib.Path(argv[0]).parent)
+    directory = pathlib.Path(argv[0]).parent
+    if directory.is_absolute():  # given by hand rather than by Bazel: copied under its whole path
+        os.chdir(directory.anchor)
+        directory = directory.relative_to(directory.anchor)
+    # Bazel hands the workflow over as runfiles, one symlink per file, and the
+    # loader rightly refuses nodes that resolve outside their directory. So the
+    # check runs on a copy at the same relative path: messages name the files
+    # as they are named in the checkout.
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TEST_TMPDIR")) as scratch:
+        shutil.copytree(directory, pathlib.Path(scratch) / directory, symlinks=False)
+        os.chdir(scratch)
+        # `pipedreamer test`'s defaults (/tmp writable, no network: fixtures answer
+        # ctx.fetch), and the scratch copy writable so that it can be removed.
+        return check(directory, sandbox.PermissionPolicy(allow_write=("/tmp", scratch)))
 
 
 if __name__ == "__main__":

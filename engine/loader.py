@@ -8,6 +8,7 @@ started with.
 from __future__ import annotations
 
 import dataclasses
+import importlib.machinery
 import importlib.util
 import inspect
 import itertools
@@ -110,10 +111,18 @@ def load_nodes(spec: workflow_pb2.WorkflowSpec, directory: Path | str) -> NodeMo
     return NodeModules(functions, files, modules, generation)
 
 
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the node's source on every load, never a cached .pyc: one saved in the
+    same second with the same size as the edit would hide it from a hot reload."""
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        return self.source_to_code(self.get_data(self.path), self.path)
+
+
 def import_node(node_id: str, path: Path, display: str, generation: int) -> types.ModuleType:
     """Executes the file as a fresh module; errors carry the file and line."""
     name = f"{_MODULE_PREFIX}_g{generation}_{_identifier(node_id)}"
-    module_spec = importlib.util.spec_from_file_location(name, path)
+    module_spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, str(path)))
     if module_spec is None or module_spec.loader is None:
         raise LoadError([LoadProblem(node_id, display, None, "cannot be imported as a Python module")])
     module = importlib.util.module_from_spec(module_spec)

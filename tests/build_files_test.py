@@ -1,7 +1,9 @@
-"""The repository's Bazel files, kept honest without Bazel (issue 2, item 8).
+"""The repository's Bazel files: what Bazel itself does not check.
 
-Two checks: the BUILD graph against the sources (tools/bazel_check/buildgraph.py)
-and buildifier's format and lint check. buildifier comes from npm
+Two checks: every .py file belongs to a target and each target's deps cover
+its imports (tools/bazel_check/buildgraph.py), and buildifier's format and
+lint check. Labels, visibility, loads and MODULE.bazel are Bazel's to check
+(CI runs it: tools/bazel/run.sh). buildifier comes from npm
 (``@bazel/buildifier``); when it is missing the test fails and says how to
 install it, it never skips.
 """
@@ -9,8 +11,10 @@ install it, it never skips.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,14 +44,18 @@ def repo_root() -> Path:
 
 
 def find_buildifier(root: Path) -> str | None:
-    """$BUILDIFIER, else buildifier on PATH, else one npm installed under the repository."""
+    """$BUILDIFIER, else buildifier on PATH, else one npm installed under the repository:
+    the static binary the package bundles for this machine (no node needed, as in
+    Bazel's sid root), else its node launcher."""
     if os.environ.get("BUILDIFIER"):
         return shutil.which(os.environ["BUILDIFIER"])
     found = shutil.which("buildifier")
     if found:
         return found
-    candidates = (root / d / "buildifier" for d in NPM_BIN_DIRS)
-    return next((str(c) for c in candidates if os.access(c, os.X_OK)), None)
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    bundled = (root / d / f"../@bazel/buildifier/buildifier-{sys.platform}_{arch}" for d in NPM_BIN_DIRS)
+    launchers = (root / d / "buildifier" for d in NPM_BIN_DIRS)
+    return next((str(c.resolve()) for c in (*bundled, *launchers) if os.access(c, os.X_OK)), None)
 
 
 def test_build_files_match_the_sources() -> None:

@@ -16,6 +16,7 @@ import yaml
 
 from builder.testing import write_fake_base
 from tests.registry_server import Registry
+from tools.pytest import child_python
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "hello"
@@ -27,7 +28,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     cache = tmp_path_factory.mktemp("cache")
     return dict(
         os.environ,
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=child_python.pythonpath(ROOT),
         PIPEDREAMER_CACHE=str(cache),
         DOCKER_CONFIG=str(cache / "no-docker-config"),
     )

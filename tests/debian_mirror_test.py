@@ -26,6 +26,7 @@ from deploy.base import mirror
 from deploy.base.assemble import LOCK, LockedDeb, fetch_debs, read_lock
 from deploy.base.testing import make_deb, make_tar
 from tests.image_support import REPO, real_base, shared_cache
+from tools.pytest import child_python
 
 SNAPSHOT_TIME = "20260101T000000Z"
 
@@ -105,7 +106,7 @@ def test_the_base_assembles_from_a_mirror_given_by_flag_and_is_the_same_image(tm
     result = subprocess.run(
         [sys.executable, "-m", "deploy.base.assemble", "--out", str(tmp_path / "base"), "--arch", "amd64",
          "--cache", str(tmp_path / "fresh-cache"), "--mirror", f"{server.url}/debian", "--snapshot", "off"],
-        cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600,
+        cwd=REPO, env={**env, "PYTHONPATH": child_python.pythonpath(REPO)}, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     expected = json.loads((reference / "index.json").read_text())["manifests"][0]["digest"]

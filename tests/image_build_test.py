@@ -97,8 +97,10 @@ def test_wheels_layer_holds_cp313_wheels_and_nothing_from_the_host(tmp_path: Pat
     assert not any(n.startswith((site + "kubernetes/", site + "_pytest/", site + "bin/", site + "grpc_tools/"))
                    for n in names)  # fmt: skip
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
-    # Host paths: the checkout, the cache, the build interpreter (wheels' own build paths are theirs).
-    for host_path in (str(REPO), str(cache), sys.prefix, str(Path.home() / ".cache")):
+    # Host paths: the checkout, the cache, the build interpreter's virtualenv (wheels'
+    # own build paths are theirs; a system interpreter's prefix, /usr, is no host path).
+    venv = [sys.prefix] if sys.prefix != sys.base_prefix else []
+    for host_path in (str(REPO), str(cache), *venv, str(Path.home() / ".cache")):
         assert host_path.encode() not in data, host_path
 
 

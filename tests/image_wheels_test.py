@@ -21,6 +21,7 @@ import pytest
 
 from builder.testing import write_fake_base
 from builder.wheels import RUNTIME_LOCK, SITE_PACKAGES, normalise_name, parse_lock
+from tools.pytest import child_python
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "hello"
@@ -39,7 +40,7 @@ def wheels_layer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """{path in the layer: file bytes} of the wheels layer of examples/hello's image."""
     tmp = tmp_path_factory.mktemp("image-wheels")
     base = write_fake_base(tmp / "base", python_version="3.13")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PIPEDREAMER_CACHE=str(tmp / "cache"))
+    env = dict(os.environ, PYTHONPATH=child_python.pythonpath(ROOT), PIPEDREAMER_CACHE=str(tmp / "cache"))
     result = subprocess.run(
         [sys.executable, "-m", "cli", "build", str(EXAMPLE), "--base", str(base), "--oci-layout", str(tmp / "out"),
          "--output", "json"],

@@ -9,6 +9,7 @@ to the workflow's built image under gVisor: tests/k8s_gvisor_test.py.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 import time
@@ -29,6 +30,7 @@ from tests.k8s_support import (
     set_pod_running,
 )
 from tests.netns_host import NetnsHost, can_create_netns, wait_http
+from tools.pytest import child_python
 
 
 def labelled(admin, ns, name):
@@ -308,9 +310,10 @@ def engine_host(tmp_path):
     host = NetnsHost()
     try:
         host.start(
-            [str(REPO / "pipedreamer"), "dev", str(REPO / "examples" / "hello"), "--host", host.ip,
+            [*child_python.cli_command(REPO), "dev", str(REPO / "examples" / "hello"), "--host", host.ip,
              "--port", "8080", "--grpc-port", "9090", "--no-watch"],
             tmp_path / "engine.log",
+            env={**os.environ, "PYTHONPATH": child_python.pythonpath(REPO)},
         )  # fmt: skip
         try:
             wait_http(f"http://{host.ip}:8080/readyz")

@@ -20,9 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping
 
-
 from tests.support import REPO, free_port
-
+from tools.pytest import child_python
 
 
 @contextlib.asynccontextmanager
@@ -58,7 +57,7 @@ class ServerProcess:
         self.log_path = Path(tempfile.mkstemp(prefix="pipedreamer-serve-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = str(REPO)
+        full_env["PYTHONPATH"] = child_python.pythonpath(REPO)
         full_env.update(env or {})
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -73,7 +72,7 @@ class ServerProcess:
     @classmethod
     def dev(cls, workflow: Path, *extra: str) -> "ServerProcess":
         port, grpc_port = free_port(), free_port()
-        argv = [str(REPO / "pipedreamer"), "dev", str(workflow), "--port", str(port), "--grpc-port", str(grpc_port), *extra]
+        argv = [*child_python.cli_command(REPO), "dev", str(workflow), "--port", str(port), "--grpc-port", str(grpc_port), *extra]
         return cls(argv, port=port, grpc_port=grpc_port)
 
     @property
@@ -190,7 +189,9 @@ def make_tls_files(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path
     )
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc"]
     for argv in (
-        ["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "1", "-subj", "/CN=pipedreamer test CA"],
+        # A CA as Python 3.13's strict X.509 verification (the image's Python) wants it: with key usage.
+        ["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "1", "-subj", "/CN=pipedreamer test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
         ["openssl", "req", *ec, "-keyout", str(key), "-out", str(request), "-subj", f"/CN={host}"],
         ["openssl", "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key), "-set_serial", "2",
          "-days", "1", "-extfile", str(extensions), "-out", str(cert)],

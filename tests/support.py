@@ -15,6 +15,8 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import yaml
 
+from tools.pytest import child_python
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 # A node that sleeps `input["sleep"]` seconds (0 without it): runs in flight on demand.
@@ -97,7 +99,7 @@ async def wait_for_async(
 
 def run_cli(*args: str, cwd: pathlib.Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """`pipedreamer ARGS` as `python -m cli` from this checkout (for commands that lock or exit the process)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=child_python.pythonpath(REPO))
     return subprocess.run(
         [sys.executable, "-m", "cli", *args], cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -9,10 +9,11 @@ import subprocess
 import sys
 
 from tests.support import REPO, write_workflow
+from tools.pytest import child_python
 
 
 def check(workflow_yaml) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=child_python.pythonpath(REPO))
     return subprocess.run(
         [sys.executable, "-m", "builder.workflow_check", str(workflow_yaml)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,

@@ -297,7 +297,9 @@ def ca_bundle(data_tar: bytes) -> bytes:
     return b"".join(data if data.endswith(b"\n") else data + b"\n" for _, data in sorted(certs))
 
 
-_QEMU = {"amd64": "qemu-x86_64-static", "arm64": "qemu-aarch64-static"}
+# qemu-user-static's names, then qemu-user's: since Debian 13 (qemu 9.1) its
+# binaries are the static ones, without the suffix.
+_QEMU = {"amd64": ("qemu-x86_64-static", "qemu-x86_64"), "arm64": ("qemu-aarch64-static", "qemu-aarch64")}
 
 
 def ld_so_cache(entries: Sequence[LayerEntry], arch: str) -> bytes:
@@ -306,9 +308,11 @@ def ld_so_cache(entries: Sequence[LayerEntry], arch: str) -> bytes:
     host = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine)
     emulator: list[str] = []
     if host != arch:
-        qemu = shutil.which(_QEMU[arch])
+        qemu = next(filter(None, map(shutil.which, _QEMU[arch])), None)
         if qemu is None:
-            raise BuildError(f"--arch {arch}: running its ldconfig here needs {_QEMU[arch]} (apt-get install qemu-user-static)")
+            raise BuildError(
+                f"--arch {arch}: running its ldconfig here needs {_QEMU[arch][0]} (apt-get install qemu-user-static)"
+            )
         emulator = [qemu]
     with tempfile.TemporaryDirectory(prefix="pipedreamer-base-") as tmp:
         root = Path(tmp)

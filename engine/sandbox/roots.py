@@ -71,7 +71,33 @@ def interpreter_read_paths() -> tuple[str, ...]:
         pass
     paths.update(entry for entry in sys.path if entry and entry.endswith(_PACKAGE_DIR_SUFFIXES))
     paths.update(os.path.join(_SOURCE_ROOT, package) for package in ENGINE_PACKAGES)
+    for path in list(paths):
+        if _RUNFILES_MARK in path:
+            paths.update(_symlink_tree_targets(path))
     return tuple(sorted(p for p in paths if os.path.exists(p)))
+
+
+# Bazel (`bazel run`, `bazel test`) runs Python from a runfiles tree: real
+# directories holding one symlink per file, to the source tree, bazel-out or an
+# external repository. The kernel (Landlock) and the audit hook see the resolved
+# files, so the directories they resolve into are allowed too.
+_RUNFILES_MARK = ".runfiles/"
+
+
+def _symlink_tree_targets(root: str) -> set[str]:
+    """For each symlinked file root/REL resolving to T/REL: T, else T's directory."""
+    targets: set[str] = set()
+    if os.path.isfile(root):
+        return {os.path.dirname(os.path.realpath(root))}
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            link = os.path.join(dirpath, name)
+            if not os.path.islink(link):
+                continue
+            real = os.path.realpath(link)
+            rel = os.path.relpath(link, root)
+            targets.add(real[: -len(rel) - 1] if real.endswith("/" + rel) else os.path.dirname(real))
+    return targets
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,6 @@ from packaging.requirements import Requirement
 from builder.build import engine_entries
 from builder.layer_tool import DEFLATE_LOCK
 from builder.wheels import RUNTIME_LOCK, LockedRequirement, normalise_name, parse_lock
-from tools.bazel_check import buildgraph
 
 
 def repo_root() -> Path:
@@ -268,20 +267,31 @@ def test_runtime_lock_is_the_closure_of_runtime_in_on_every_python_the_engine_ru
     assert sorted(locked - needed) == [], "locked for the image but needed by nothing in runtime.in"
 
 
-def test_bazel_and_the_plain_path_read_the_same_locks() -> None:
-    module = buildgraph.read_module(buildgraph.Tree.scan(REPO))
+def _module_calls(path: Path) -> dict[str, dict[str, str]]:
+    """`ext.tag(key = "value", …)` calls of a MODULE.bazel file (Starlark parses as Python), by `ext.tag`."""
+    calls: dict[str, dict[str, str]] = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+            calls[f"{node.func.value.id}.{node.func.attr}"] = {
+                k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant) and k.arg
+            }
+    return calls
 
-    def path(value: buildgraph.Value) -> Path:
-        label = buildgraph.parse_label(value.text, "")
-        return REPO / label.package / label.name
 
-    (hub,) = module.tags_of("pip", "parse")
-    (wheels,) = module.tags_of("image_wheels", "install")
+@pytest.mark.parametrize("module", ["MODULE.bazel", "tools/bazel/ci/MODULE.bazel"])
+def test_bazel_and_the_plain_path_read_the_same_locks(module: str) -> None:
+    """Users' MODULE.bazel and CI's overlay of it feed Bazel the files the plain path installs."""
+    calls = _module_calls(REPO / module)
+
+    def path(label: str) -> Path:
+        package, _, name = label.removeprefix("//").partition(":")
+        return REPO / package / name
+
     # The @pip hub serves tests too: the tests' lock, which holds the other two.
-    assert path(hub.attrs["requirements_lock"]) == REQUIREMENTS / "dev.txt"
+    assert path(calls["pip.parse"]["requirements_lock"]) == REQUIREMENTS / "dev.txt"
     # Bazel's wheels layer: the lock `pipedreamer build` installs, deflate from the one the builder uses.
-    assert path(wheels.attrs["lock"]) == RUNTIME_LOCK == REQUIREMENTS / "runtime.txt"
-    assert path(wheels.attrs["deflate_lock"]) == DEFLATE_LOCK
+    assert path(calls["image_wheels.install"]["lock"]) == RUNTIME_LOCK == REQUIREMENTS / "runtime.txt"
+    assert path(calls["image_wheels.install"]["deflate_lock"]) == DEFLATE_LOCK
     assert "deflate" in lock("cli") and "deflate" not in lock("runtime")
 
 
