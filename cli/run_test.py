@@ -61,7 +61,7 @@ def test_format_result():
 
 def test_name_or_local_but_not_both(capsys):
     assert main(["run"]) == 1
-    assert "give a deployed workflow's NAME, or --local DIR" in capsys.readouterr().err
+    assert "give a deployed workflow's NAME, --endpoint URL of an engine, or --local DIR" in capsys.readouterr().err
     assert main(["run", "wf", "--local", "examples/hello"]) == 1
 
 
