@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import itertools
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any, Callable
@@ -82,7 +83,9 @@ class NatsHistory:
         self.runs: KeyValue | None = None
         self.keys: KeyValue | None = None
         self._ready = asyncio.Event()
-        self._pending: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        # run id → (its newest state, a stamp): a run's progress may come in while its last state is being written.
+        self._pending: collections.OrderedDict[str, tuple[Any, int]] = collections.OrderedDict()
+        self._stamps = itertools.count()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -166,7 +169,7 @@ class NatsHistory:
         pending = self._pending
         run_id = result.run_id
         pending.pop(run_id, None)  # the newest state goes to the back of the queue
-        pending[run_id] = result
+        pending[run_id] = (result, next(self._stamps))
         if len(pending) > MAX_PENDING:
             dropped, _ = pending.popitem(last=False)
             log.warning("run history: NATS is behind; run %s not recorded", dropped)
@@ -179,9 +182,10 @@ class NatsHistory:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                run_id, item = next(iter(self._pending.items()))
-                result = item if isinstance(item, execution_pb2.ExecutionResult) else item.snapshot()
+                run_id, entry = next(iter(self._pending.items()))
+                item = entry[0]
                 try:
+                    result = item if isinstance(item, execution_pb2.ExecutionResult) else item.snapshot()
                     await self._put(result)
                 except asyncio.CancelledError:
                     raise
@@ -190,7 +194,7 @@ class NatsHistory:
                     await asyncio.sleep(1.0)
                     continue
                 # Only if nothing newer arrived for this run while we wrote.
-                if self._pending.get(run_id) is item:
+                if self._pending.get(run_id) is entry:
                     del self._pending[run_id]
             self._idle.set()
 
@@ -223,7 +227,7 @@ class NatsHistory:
     async def get(self, run_id: str) -> execution_pb2.ExecutionResult | None:
         from nats.js.errors import KeyNotFoundError
 
-        waiting = self._pending.get(run_id)
+        waiting = self._pending.get(run_id, (None, 0))[0]
         if isinstance(waiting, execution_pb2.ExecutionResult):
             return waiting
         await self._wait_ready()
@@ -255,7 +259,7 @@ class NatsHistory:
                 await watcher.stop()
         except Exception as exc:  # noqa: BLE001
             raise HistoryUnavailable(f"run history store: {self._describe(exc)}") from None
-        for item in list(self._pending.values()):
+        for item, _ in list(self._pending.values()):
             if isinstance(item, execution_pb2.ExecutionResult):
                 found[item.run_id] = item
         runs = [r for r in found.values() if matches(r, status, trigger)]
