@@ -136,7 +136,7 @@ def get_status(cluster: Cluster, name: str, *, detail: bool = False, namespace: 
         if (e.get("involvedObject", {}).get("kind"), e.get("involvedObject", {}).get("name")) in related
     ]
     events.sort(key=_event_time)
-    last_runs, runs_error = _last_runs(cluster, name, namespace) if state.ready else ((), "no ready engine to ask")
+    last_runs, runs_error = _last_runs(cluster, name, namespace)
     return dataclasses.replace(
         status,
         pods=tuple(_pod_info(p) for p in sorted(pods, key=lambda p: p["metadata"]["name"])),
