@@ -64,8 +64,26 @@ class RunNotFound(LookupError):
         return str(self.args[0])
 
 
-class CannotResume(ValueError):
+class RunConflict(ValueError):
+    """The request names a run it cannot have its way with (HTTP 409, gRPC FAILED_PRECONDITION)."""
+
+
+class CannotResume(RunConflict):
     """The run exists but cannot be resumed (still running, succeeded, its needed outputs redacted …)."""
+
+
+class FirstRunLost(RunConflict):
+    """An idempotency key's first run is no longer in the history: its result cannot be answered."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"this idempotency key was first used by run {run_id}, which is no longer in the history "
+            "(older than the history keeps, or its engine stopped before recording it); use a new key to run again"
+        )
+
+
+# How long a key's first run may stay missing from a shared store (its record still on the way).
+LOST_AFTER = 30.0
 
 
 class RunsWorkflows(Protocol):
@@ -356,6 +374,8 @@ class RunGate:
     async def wait_result(self, run_id: str) -> execution_pb2.ExecutionResult:
         """The final result of a run, waiting for it while it goes on (here, or on another replica)."""
         history = self._history()
+        loop = asyncio.get_running_loop()
+        missing_since: float | None = None
         while True:
             live = self._live.get(run_id)
             if live is not None:
@@ -365,6 +385,13 @@ class RunGate:
             found = await history.get(run_id)
             if found is not None and found.status != RUNNING:
                 return found
+            if found is None:
+                # In a shared store another replica's record may still be on its way.
+                missing_since = loop.time() if missing_since is None else missing_since
+                if not history.shared or loop.time() - missing_since > LOST_AFTER:
+                    raise FirstRunLost(run_id)
+            else:
+                missing_since = None
             await asyncio.sleep(POLL_INTERVAL)
 
     async def watch(self, run_id: str) -> AsyncIterator[execution_pb2.RunEvent]:

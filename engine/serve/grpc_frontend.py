@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from engine.serve.admission import AtCapacity, CannotResume, Draining, RunGate, RunNotFound
+from engine.serve.admission import AtCapacity, Draining, RunConflict, RunGate, RunNotFound
 from engine.serve.history import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, HistoryError, HistoryOff
 from engine.values import json_problem, value_to_python
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
@@ -134,7 +134,7 @@ class WorkflowServicer(execution_pb2_grpc.WorkflowServiceServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         if isinstance(exc, RunNotFound):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        if isinstance(exc, (CannotResume, HistoryOff)):
+        if isinstance(exc, (RunConflict, HistoryOff)):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         if isinstance(exc, HistoryError):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from engine.serve.admission import AtCapacity, CannotResume, Draining, RunGate, RunNotFound
+from engine.serve.admission import AtCapacity, Draining, RunConflict, RunGate, RunNotFound
 from engine.serve.history import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, HistoryError, HistoryOff
 from engine.values import parse_input, result_to_dict, result_to_json, run_status
 from engine.serve.options import HttpOptions
@@ -120,8 +120,8 @@ class HttpFrontend:
             return _error(400, f"{exc}; Idempotency-Key, ?resume and Prefer: respond-async need it")
         except RunNotFound as exc:
             return _error(404, f"?resume={resume_from}: {exc}")
-        except (CannotResume, HistoryError) as exc:
-            return _error(409 if isinstance(exc, CannotResume) else 503, str(exc))
+        except (RunConflict, HistoryError) as exc:
+            return _error(409 if isinstance(exc, RunConflict) else 503, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug in the engine must not kill the connection
             message = gate.engine.redact(f"{type(exc).__name__}: {exc}")
             log.exception("run failed inside the engine: %s", message)
@@ -136,9 +136,12 @@ class HttpFrontend:
         query = request.query
         try:
             limit = _limit(query.get("limit"))
-            status = run_status(query["status"]) if query.get("status") else 0
         except ValueError as exc:
             return _error(400, str(exc))
+        try:
+            status = run_status(query["status"]) if query.get("status") else 0
+        except ValueError as exc:
+            return _error(400, f"status: {exc}")
         trigger = query.get("trigger")
         try:
             runs = await self.gate.list_runs(limit=limit, status=status, trigger=trigger)

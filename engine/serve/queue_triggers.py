@@ -18,7 +18,7 @@ import ssl
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from engine.serve.admission import RunGate, RunRejected
+from engine.serve.admission import RunConflict, RunGate, RunRejected
 from engine.serve.history import HistoryError
 from engine.values import parse_input
 from engine.values import result_to_json
@@ -236,7 +236,7 @@ class QueueTriggers:
             key = (msg.headers or {}).get("Nats-Msg-Id", "") if gate.history is not None else ""
             try:
                 result = await gate.run(payload, trigger=trigger, wait_for_slot=True, while_draining=True, idempotency_key=key)
-            except (RunRejected, HistoryError) as exc:
+            except (RunRejected, RunConflict, HistoryError) as exc:
                 result = gate.synthetic_result(execution_pb2.RUN_STATUS_FAILED, str(exc), trigger)
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the subscription
                 message = self.engine.redact(f"{type(exc).__name__}: {exc}")
