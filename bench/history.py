@@ -11,6 +11,11 @@ warms each up for a second, then `wrk` loads them in turn, the order rotating ev
 the cost is the median of the per-round on/off ratios (req/s and server CPU per request).
 With two or more CPUs the engines run pinned to one CPU and wrk to another.
 
+First, the same comparison in one process, by CPU time: RunGate.run on one Engine with
+the history off, on, and off again (A/A), in alternating batches of 300 runs, median of
+the paired ratios. CPU time of this process barely depends on what else the machine
+runs, so on a shared machine it tells the recording's own cost when wrk's req/s swing.
+
 Loopback only, bounded rounds (default 10 x 2 s per engine); ratios from this one run.
 """
 
@@ -117,12 +122,68 @@ def _summarise(samples: dict[str, list[dict]]) -> dict:
     return out
 
 
+def gate_cost(directory: Path, batches: int = 20, runs: int = 300) -> dict:
+    """CPU µs per RunGate.run, history off / on / off again, alternating batches; median paired ratios."""
+    import asyncio
+    import io
+    import time
+
+    from engine.runtime import Engine
+    from engine.serve.admission import RunGate
+    from engine.serve.history import MemoryHistory
+    from engine.serve.metrics import EngineMetrics
+
+    async def measure_gates() -> dict:
+        engine = await Engine.start(directory, secrets_mount=None, log_stream=io.StringIO())
+        try:
+            gates = {
+                name: RunGate(engine, EngineMetrics(name), workflow=name, version="1", max_concurrent_runs=64,
+                              history=MemoryHistory(int(flag)) if flag != "0" else None)  # fmt: skip
+                for name, flag in {**VARIANTS, **CONTROL}.items()
+            }
+
+            async def batch(gate: RunGate, count: int) -> float:
+                started = time.process_time()
+                for _ in range(count):
+                    await gate.run({})
+                return (time.process_time() - started) / count * 1e6
+
+            for gate in gates.values():  # warm-up, and the history filled to its bound
+                await batch(gate, 1200)
+            found: dict[str, list[float]] = {name: [] for name in gates}
+            names = list(gates)
+            for index in range(batches):
+                shift = index % len(names)
+                for name in names[shift:] + names[:shift]:
+                    found[name].append(await batch(gates[name], runs))
+        finally:
+            await engine.close()
+        return {
+            "cpu_us_per_run_median": {name: statistics.median(v) for name, v in found.items()},
+            "ratio_median": {name: statistics.median(a / b for a, b in zip(v, found[BASELINE])) for name, v in found.items() if name != BASELINE},
+            "batches": batches,
+            "runs_per_batch": runs,
+        }
+
+    return asyncio.run(measure_gates())
+
+
 def _pct(value: float) -> str:
     return f"{value * 100:+.1f} %"
 
 
 def _report(figures: dict, seconds: int) -> str:
+    gate = figures["gate"]
+    cpu = gate["cpu_us_per_run_median"]
+    on, control = gate["ratio_median"]["on"], gate["ratio_median"]["control"]
     lines = [
+        f"run history cost in RunGate.run, chain-10, CPU time of one process, {gate['batches']} alternating batches of "
+        f"{gate['runs_per_batch']} runs:",
+        f"  off {cpu['off']:.0f} µs/run, on {cpu['on']:.0f} µs/run, control {cpu['control']:.0f} µs/run: "
+        f"on/off {on:.3f} ({_pct(on - 1)} CPU; {'ok' if on - 1 < TARGET else 'MISS'}, target < 5 %), A/A control/off {control:.3f}",
+        "",
+    ]
+    lines += [
         f"run history cost on POST /run, chain-10: wrk -t1 -c{CONNECTIONS}, {figures['rounds']} rounds x {seconds} s per engine, "
         f"order rotating ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})",
         f"  {'engine':<9} {'--history':>9} {'req/s med':>10} {'p99 med':>10} {'CPU/req med':>12}",
@@ -155,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds = max(1, min(args.seconds or (1 if args.quick else 2), 60))
     variants = {**VARIANTS, **(CONTROL if args.control else {})}
     with tempfile.TemporaryDirectory(prefix="pipedreamer-bench-history-") as tmp:
+        directory = dags.chain(Path(tmp))
+        print("bench history: in one process, RunGate.run with the history off / on …", file=sys.stderr, flush=True)
+        gate = gate_cost(directory, batches=6 if args.quick else 20)
         print(f"bench history: chain-10, {rounds} rounds x {seconds} s x {len(variants)} engines …", file=sys.stderr, flush=True)
-        figures = measure(dags.chain(Path(tmp)), seconds, rounds, variants, pin=args.pin)
+        figures = measure(directory, seconds, rounds, variants, pin=args.pin) | {"gate": gate}
     print(json.dumps(figures, indent=2) if args.json else _report(figures, seconds))
     return 0
 

@@ -107,6 +107,9 @@ class _LocalEvents:
     def __init__(self, out: Output) -> None:
         self.out = out
 
+    def run_started(self, run: Any) -> None:
+        run.events = self
+
     def node_started(self, node_id: str, started_at: float) -> None:
         self.out.line(format_event({"nodeStarted": {"nodeId": node_id}}))
 
@@ -128,7 +131,7 @@ def _run_local(args: argparse.Namespace, out: Output, payload: Any) -> int:
     except ValueError as exc:  # a bad --allow-net entry
         raise CommandError(str(exc)) from None
     events = _LocalEvents(out) if args.watch else None
-    result = asyncio.run(run_local(directory, payload, policy=policy, secrets_path=args.secrets, events=events))
+    result = asyncio.run(run_local(directory, payload, policy=policy, secrets_path=args.secrets, observer=events))
     succeeded = result.status == execution_pb2.RUN_STATUS_SUCCEEDED
     return _report(out, result_to_dict(result), succeeded, result.workflow, "")
 

@@ -90,12 +90,31 @@ class NodeEvents(Protocol):
     def node_finished(self, node_id: str, outcome: NodeOutcome, started_at: float) -> None: ...
 
 
+class RunProgress(Protocol):
+    """A run as it goes, for an observer: what has started and finished, and where node events go."""
+
+    # Set it to hear every node start and finish from now on (None: nobody listens).
+    events: NodeEvents | None
+    # Nodes a resume carried over (not run), or None.
+    carried: Mapping[str, NodeOutcome] | None
+
+    def progress(self) -> list[tuple[str, NodeOutcome, float, bool]]: ...
+
+
+class RunObserver(Protocol):
+    """Told once, as a run starts, about its `RunProgress`: it reads it when asked (a RUNNING
+    snapshot) and sets `events` only while someone follows the run node by node, so a run
+    nobody watches costs one call."""
+
+    def run_started(self, run: RunProgress) -> None: ...
+
+
 class WorkflowExecutor(Protocol):
     """Pluggable execution strategy (the seed's `WorkflowExecutor`).
 
-    `events` hears each node start and finish; `carried` (a resume) maps nodes
-    that already succeeded to their outcome: they are not run, their outputs
-    feed their dependents.
+    `observer` is told as the run starts (see RunObserver); `carried` (a resume)
+    maps nodes that already succeeded to their outcome: they are not run, their
+    outputs feed their dependents.
     """
 
     async def execute(
@@ -104,7 +123,7 @@ class WorkflowExecutor(Protocol):
         runner: NodeRunner,
         input: Any,
         *,
-        events: NodeEvents | None = None,
+        observer: RunObserver | None = None,
         carried: Mapping[str, NodeOutcome] | None = None,
     ) -> RunOutcome: ...
 
@@ -191,14 +210,14 @@ class DAGExecutor:
         runner: NodeRunner,
         input: Any,
         *,
-        events: NodeEvents | None = None,
+        observer: RunObserver | None = None,
         carried: Mapping[str, NodeOutcome] | None = None,
     ) -> RunOutcome:
         if not self._watchdog_checked:
             self._watchdog_checked = True
             if self._interrupt_blocking:
                 self._watchdog = preempt.watchdog(_interrupt_overdue)
-        return await _Run(self.plan(dag), runner, self, events, carried).execute(input)
+        return await _Run(self.plan(dag), runner, self, observer, carried).execute(input)
 
 
 class _Run:
@@ -220,7 +239,7 @@ class _Run:
         plan: ExecutionPlan,
         runner: NodeRunner,
         executor: DAGExecutor,
-        events: NodeEvents | None = None,
+        observer: RunObserver | None = None,
         carried: Mapping[str, NodeOutcome] | None = None,
     ):
         self.plan = plan
@@ -241,8 +260,10 @@ class _Run:
         self.expired: set[str] = set()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
-        self.events = events
+        self.events: NodeEvents | None = None
         self.carried = carried or None
+        if observer is not None:
+            observer.run_started(self)
 
     async def execute(self, input: Any) -> RunOutcome:
         self.wall_start = time.time()
@@ -301,9 +322,8 @@ class _Run:
         self.nodes[node_id] = record
         start = began = _now()
         record.started_at = start  # monotonic here; made wall-clock in outcome()
-        events = self.events
-        if events is not None:
-            events.node_started(node_id, start + self.wall_start - self.mono_start)
+        if self.events is not None:
+            self.events.node_started(node_id, start + self.wall_start - self.mono_start)
         deadlines = self.deadlines
         while True:
             # Arming the deadline timer, inlined: this is the per-node hot path.
@@ -347,8 +367,9 @@ class _Run:
             else:
                 record.status = FAILED
                 record.error = problem
-        if events is not None:
-            events.node_finished(node_id, record, start + self.wall_start - self.mono_start)
+        # Read again: a watcher may have started listening while this node ran.
+        if self.events is not None:
+            self.events.node_finished(node_id, record, start + self.wall_start - self.mono_start)
         self.finish(node_id, record.status == SUCCEEDED)
 
     async def retry(self, node_id: str, record: NodeOutcome) -> bool:
@@ -366,6 +387,14 @@ class _Run:
         record.attempts += 1
         record.status, record.error = SUCCEEDED, ""
         return True
+
+    def progress(self) -> list[tuple[str, NodeOutcome, float, bool]]:
+        """Nodes started so far, in start order: (id, record, wall-clock start, finished).
+
+        Valid while the run goes on (records hold monotonic starts until `outcome`)."""
+        offset = self.wall_start - self.mono_start
+        running = self.running
+        return [(node_id, record, record.started_at + offset, node_id not in running) for node_id, record in self.nodes.items()]
 
     # -- the deadline timer ------------------------------------------------
 

@@ -485,6 +485,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.events: list[tuple] = []
 
+    def run_started(self, run: Any) -> None:
+        run.events = self
+
     def node_started(self, node_id: str, started_at: float) -> None:
         self.events.append(("started", node_id))
 
@@ -502,7 +505,7 @@ async def test_node_events_tell_each_start_and_finish_in_order():
         raise RuntimeError("b broke")
 
     events = _Recorder()
-    outcome = await DAGExecutor().execute(dag, runner_for({"a": add, "b": boom, "c": add}), 1, events=events)
+    outcome = await DAGExecutor().execute(dag, runner_for({"a": add, "b": boom, "c": add}), 1, observer=events)
     assert outcome.status == RUN_FAILED
     # c never started: no event for it (the result says SKIPPED).
     assert events.events == [("started", "a"), ("finished", "a", SUCCEEDED), ("started", "b"), ("finished", "b", FAILED)]

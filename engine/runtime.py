@@ -21,7 +21,7 @@ import aiohttp
 
 from engine.compiler import CompileError, CompiledDAG, compile_dag
 from engine.context import Context, Fetcher, HttpFetcher, LogSink, RunScope
-from engine.executor import SUCCEEDED, DAGExecutor, NodeEvents, NodeOutcome, NodeRunner, RunOutcome, WorkflowExecutor, describe_exception
+from engine.executor import SUCCEEDED, DAGExecutor, NodeOutcome, RunObserver, NodeRunner, RunOutcome, WorkflowExecutor, describe_exception
 from engine.loader import LoadError, NodeModules, load_nodes
 from engine.results import build_result
 from engine.secrets import MOUNT_DIR, Redactor, load_secrets
@@ -186,11 +186,11 @@ class Engine:
         trigger: str = "",
         run_id: str | None = None,
         fetcher: Fetcher | None = None,
-        events: NodeEvents | None = None,
+        observer: RunObserver | None = None,
         resume: Resume | None = None,
     ) -> execution_pb2.ExecutionResult:
         """Runs the whole DAG once. Node failures are in the result, never raised."""
-        result, _ = await self.execute(input, trigger=trigger, run_id=run_id, fetcher=fetcher, events=events, resume=resume)
+        result, _ = await self.execute(input, trigger=trigger, run_id=run_id, fetcher=fetcher, observer=observer, resume=resume)
         return result
 
     async def execute(
@@ -200,19 +200,19 @@ class Engine:
         trigger: str = "",
         run_id: str | None = None,
         fetcher: Fetcher | None = None,
-        events: NodeEvents | None = None,
+        observer: RunObserver | None = None,
         resume: Resume | None = None,
     ) -> tuple[execution_pb2.ExecutionResult, RunOutcome]:
         """`run`, also returning the executor's outcome (real, unredacted outputs: keep it in memory only).
 
-        `events` hears each node start and finish. `resume` runs only the nodes
+        `observer` is told as the run starts (engine.executor.RunObserver). `resume` runs only the nodes
         it does not carry; raises ValueError when it names a node this workflow lacks.
         """
         workflow = self._workflow  # this run's generation, whatever reloads happen meanwhile
         run_id = run_id or self.new_run_id()
         options: dict[str, Any] = {}
-        if events is not None:
-            options["events"] = events
+        if observer is not None:
+            options["observer"] = observer
         if resume is not None:
             unknown = sorted(set(resume.outputs) - set(workflow.dag.order))
             if unknown:

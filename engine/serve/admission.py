@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Protocol
 
-from engine.executor import NodeEvents, RunOutcome
+from engine.executor import RunObserver, RunOutcome
 from engine.runtime import Resume
 from engine.serve.history import HistoryOff, ResumeState, ResumeStates, RunHistory, summary
 from engine.serve.live import LiveRun, node_events_between
@@ -97,7 +97,7 @@ class RunsWorkflows(Protocol):
         *,
         trigger: str = "",
         run_id: str | None = None,
-        events: NodeEvents | None = None,
+        observer: RunObserver | None = None,
         resume: Resume | None = None,
     ) -> tuple[execution_pb2.ExecutionResult, RunOutcome]: ...
 
@@ -308,7 +308,7 @@ class RunGate:
         self._enter(task)
         try:
             result, outcome = await self.engine.execute(
-                input, trigger=live.trigger, run_id=live.run_id, events=live, resume=resume
+                input, trigger=live.trigger, run_id=live.run_id, observer=live, resume=resume
             )
         except asyncio.CancelledError:
             if task not in self._cancelled:
@@ -379,9 +379,7 @@ class RunGate:
         while True:
             live = self._live.get(run_id)
             if live is not None:
-                await live.done.wait()
-                assert live.result is not None
-                return live.result
+                return await live.wait()
             found = await history.get(run_id)
             if found is not None and found.status != RUNNING:
                 return found

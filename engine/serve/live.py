@@ -1,8 +1,10 @@
-"""A run in flight as others see it: its node events so far, a RUNNING snapshot, and its watchers.
+"""A run in flight as others see it: a RUNNING snapshot with the nodes finished so far, and its watchers.
 
 The gate makes one `LiveRun` per run and hands it to the executor as its
-`NodeEvents` listener. Per node it appends to a list (and notifies watchers,
-when there are any); results are only built when someone asks.
+`RunObserver`: it is told once that the run started, and reads the run's
+progress only when asked. Node by node it listens only while someone watches
+(or a store shared by replicas wants each node's progress), so recording a run
+nobody follows costs a few attribute sets.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import time
 from typing import AsyncIterator, Callable
 
-from engine.executor import NodeOutcome, RunOutcome
+from engine.executor import NodeOutcome, RunOutcome, RunProgress
 from engine.results import set_time
 from proto.pipedreamer.v1 import execution_pb2
 
@@ -22,10 +24,9 @@ BuildResult = Callable[..., execution_pb2.ExecutionResult]
 
 
 class LiveRun:
-    """One run between its start and its final result; a `NodeEvents` for the executor."""
+    """One run between its start and its final result; a `RunObserver` and `NodeEvents` for the executor."""
 
-    __slots__ = ("run_id", "trigger", "resumed_from", "build", "on_progress", "started_at", "_mono",
-                 "log", "watchers", "result", "done")
+    __slots__ = ("run_id", "trigger", "resumed_from", "build", "on_progress", "started_at", "run", "watchers", "result", "_done")
 
     def __init__(
         self,
@@ -42,25 +43,25 @@ class LiveRun:
         self.build = build
         self.on_progress = on_progress
         self.started_at = time.time()
-        self._mono = time.monotonic()
-        # (node id, its outcome or None when it just started, wall-clock start)
-        self.log: list[tuple[str, NodeOutcome | None, float]] = []
+        self.run: RunProgress | None = None  # None until the executor starts it (it may wait for a slot)
         self.watchers: list[asyncio.Queue] = []
         self.result: execution_pb2.ExecutionResult | None = None
-        self.done = asyncio.Event()
+        self._done: asyncio.Event | None = None
 
-    # -- NodeEvents --------------------------------------------------------
+    # -- RunObserver and NodeEvents ----------------------------------------
+
+    def run_started(self, run: RunProgress) -> None:
+        self.run = run
+        if self.watchers or self.on_progress is not None:
+            run.events = self
 
     def node_started(self, node_id: str, started_at: float) -> None:
-        self.log.append((node_id, None, started_at))
         if self.watchers:
             self._tell((node_id, None, started_at))
 
     def node_finished(self, node_id: str, outcome: NodeOutcome, started_at: float) -> None:
-        entry = (node_id, outcome, started_at)
-        self.log.append(entry)
         if self.watchers:
-            self._tell(entry)
+            self._tell((node_id, outcome, started_at))
         if self.on_progress is not None:
             self.on_progress(self)
 
@@ -71,13 +72,14 @@ class LiveRun:
     # -- what others see ---------------------------------------------------
 
     def finished_nodes(self) -> dict[str, NodeOutcome]:
-        """Nodes finished so far, their outcomes with wall-clock start times."""
-        nodes = {}
-        for node_id, outcome, started_at in self.log:
-            if outcome is not None:
-                nodes[node_id] = NodeOutcome(
-                    outcome.status, outcome.output, outcome.attempts, outcome.error, started_at, outcome.duration
-                )
+        """Nodes finished so far (carried ones of a resume included), outcomes with wall-clock starts."""
+        run = self.run
+        if run is None:
+            return {}
+        nodes = dict(run.carried or {})
+        for node_id, record, started_at, finished in run.progress():
+            if finished:
+                nodes[node_id] = _at(record, started_at)
         return nodes
 
     def snapshot(self, status: int = RUNNING, error: str = "") -> execution_pb2.ExecutionResult:
@@ -90,23 +92,39 @@ class LiveRun:
             nodes=self.finished_nodes(),
             error=error,
             started_at=self.started_at,
-            duration=time.monotonic() - self._mono,
+            duration=max(0.0, time.time() - self.started_at),
         )
         return self.build(outcome, run_id=self.run_id, trigger=self.trigger, resumed_from=self.resumed_from)
 
     def finish(self, result: execution_pb2.ExecutionResult) -> None:
         self.result = result
-        self.done.set()
+        if self._done is not None:
+            self._done.set()
         if self.watchers:
             self._tell(result)
+
+    async def wait(self) -> execution_pb2.ExecutionResult:
+        """The final result, once there is one."""
+        if self.result is None:
+            if self._done is None:
+                self._done = asyncio.Event()
+            await self._done.wait()
+        assert self.result is not None
+        return self.result
 
     async def events(self) -> AsyncIterator[execution_pb2.RunEvent]:
         """Every node event so far, then new ones as they happen, then the final result."""
         queue: asyncio.Queue = asyncio.Queue()
-        # Replay and subscribe with no await between: no event falls in the gap.
-        backlog = list(self.log)
+        # Read what happened and start listening with no await between: no event falls in the gap.
+        backlog: list[tuple[str, NodeOutcome | None, float]] = []
         final = self.result
         if final is None:
+            if self.run is not None:
+                for node_id, record, started_at, finished in self.run.progress():
+                    backlog.append((node_id, None, started_at))
+                    if finished:
+                        backlog.append((node_id, _at(record, started_at), started_at))
+                self.run.events = self
             self.watchers.append(queue)
         try:
             for item in backlog:
@@ -121,6 +139,8 @@ class LiveRun:
         finally:
             if queue in self.watchers:
                 self.watchers.remove(queue)
+            if not self.watchers and self.on_progress is None and self.run is not None and self.result is None:
+                self.run.events = None
 
     def _event(self, item: tuple[str, NodeOutcome | None, float]) -> execution_pb2.RunEvent:
         node_id, outcome, started_at = item
@@ -132,7 +152,7 @@ class LiveRun:
         single = RunOutcome(
             status=RUNNING,
             output=None,
-            nodes={node_id: NodeOutcome(outcome.status, outcome.output, outcome.attempts, outcome.error, started_at, outcome.duration)},
+            nodes={node_id: _at(outcome, started_at)},
             error="",
             started_at=self.started_at,
             duration=0.0,
@@ -141,6 +161,11 @@ class LiveRun:
         event.node_finished.node_id = node_id
         event.node_finished.result.CopyFrom(built.nodes[node_id])
         return event
+
+
+def _at(record: NodeOutcome, started_at: float | None) -> NodeOutcome:
+    """A copy of a node's record with its wall-clock start (the executor's holds a monotonic one while running)."""
+    return NodeOutcome(record.status, record.output, record.attempts, record.error, started_at, record.duration)
 
 
 def node_events_between(
