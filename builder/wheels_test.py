@@ -70,7 +70,7 @@ def test_runtime_requirements_drop_test_build_and_cluster_only_packages() -> Non
     _, requirements = parse_lock(LOCK)
     kept = {r.name for r in runtime_requirements(requirements)}
     assert not kept & {"pytest", "hypothesis", "grpcio-tools", "setuptools", "kubernetes", "pygments"}
-    assert {"grpcio", "grpcio-health-checking", "protobuf", "aiohttp", "yarl", "pyyaml", "croniter",
+    assert {"grpcio", "grpcio-health-checking", "grpcio-reflection", "protobuf", "aiohttp", "yarl", "pyyaml", "croniter",
             "python-dateutil", "tzdata", "nats-py", "prometheus-client", "pyseccomp", "absl-py",
             "typing-extensions"} <= kept  # fmt: skip
 

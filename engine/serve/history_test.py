@@ -51,3 +51,9 @@ def test_resume_states_keep_the_last_n_only():
     off = ResumeStates(0)
     off.keep("r", ResumeState({}, {}))
     assert off.get("r") is None
+
+
+def test_the_default_history_size_is_the_flags_default():
+    from engine.serve import history, options
+
+    assert history.DEFAULT_HISTORY == options.DEFAULT_HISTORY == 1000
