@@ -169,6 +169,14 @@ def _status(result: dict[str, Any]) -> str:
     return str(result.get("status", "RUN_STATUS_UNSPECIFIED")).removeprefix("RUN_STATUS_")
 
 
+def _instant(stamp: str | None) -> tuple[bool, str]:
+    """A proto3 JSON timestamp as a sort key (its fraction has 0, 3, 6 or 9 digits); None sorts last."""
+    if not stamp:
+        return (True, "")
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return (False, whole + "." + fraction.ljust(9, "0"))
+
+
 def format_result(result: dict[str, Any]) -> str:
     """An ExecutionResult (its proto3 JSON mapping) for a terminal."""
     head = f"run {result.get('runId', '?')} of {result.get('workflow', '?')} {result.get('version', '')}".rstrip()
@@ -178,7 +186,8 @@ def format_result(result: dict[str, Any]) -> str:
     if result.get("error"):
         lines.append(f"error: {result['error']}")
     nodes = result.get("nodes") or {}
-    for node_id in nodes:
+    # In the order they started (a result's node map has none); carried and skipped ones last.
+    for node_id in sorted(nodes, key=lambda n: (_instant(nodes[n].get("startedAt")), n)):
         lines.append(format_node(node_id, nodes[node_id]))
     if "output" in result:
         lines.append("output:")

@@ -15,7 +15,7 @@ import pytest
 from proto.pipedreamer.v1 import execution_pb2, execution_pb2_grpc
 from tests.k8s_support import cli
 from tests.serve_harness import JetStreamNatsServer, ServerProcess, post_json, serving
-from tests.support import wait_for, wait_for_async, write_workflow
+from tests.support import wait_for, write_workflow
 
 SECRET = "hunter2-very-secret-value"
 # `leak` returns the API token (redacted in every result); `count` appends to DIR/count.calls.
