@@ -2,13 +2,14 @@
 
 `python -m bench lock …`: the permission lock's cost on /run throughput (bench/lock.py).
 `python -m bench image …`: image build speed and size (bench/image.py).
+`python -m bench history …`: what recording runs costs on /run throughput (bench/history.py).
 """
 
 import importlib
 import sys
 
 # Subcommands, each a module with main(argv); anything else goes to bench.run as before.
-COMMANDS = {"lock": "bench.lock", "image": "bench.image"}
+COMMANDS = {"lock": "bench.lock", "image": "bench.image", "history": "bench.history"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import urllib.parse
 from typing import Any, Iterable, Mapping
 
 import yaml
@@ -292,9 +293,13 @@ def trigger_body(trigger: workflow_pb2.Trigger) -> str:
     return json.dumps({"trigger": trigger.name or "cron"})
 
 
+def trigger_url(spec: workflow_pb2.WorkflowSpec, trigger: workflow_pb2.Trigger, namespace: str) -> str:
+    """Where a cron job posts: /run with `?trigger=NAME`, so the run's record names its trigger."""
+    return f"{service_url(spec.name, namespace)}?trigger={urllib.parse.quote(trigger.name or 'cron', safe='')}"
+
+
 def render_cronjobs(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -> list[dict]:
     """One CronJob per cron trigger, each a hardened curl pod posting to the workflow's Service."""
-    url = service_url(spec.name, options.namespace)
     labels = workflow_labels(spec, COMPONENT_CRON)
     jobs = []
     for name, trigger in zip(cronjob_names(spec), cron_triggers(spec)):
@@ -318,7 +323,7 @@ def render_cronjobs(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -
                 "Content-Type: application/json",
                 "--data",
                 trigger_body(trigger),
-                url,
+                trigger_url(spec, trigger, options.namespace),
             ],
             "resources": options.cron_resources.render(),
             "securityContext": _container_security_context(CURL_UID, CURL_GID),

@@ -222,7 +222,11 @@ def test_cronjob_posts_trigger_name_to_service():
         urls.append(args[-1])
         assert args[args.index("--request") + 1] == "POST"
     assert bodies == [{"trigger": "daily"}, {"trigger": "cron"}]
-    assert set(urls) == {"http://digest.team.svc.cluster.local:8080/run"}
+    # ?trigger= is what the engine records as the run's trigger (the body is the run's input).
+    assert urls == [
+        "http://digest.team.svc.cluster.local:8080/run?trigger=daily",
+        "http://digest.team.svc.cluster.local:8080/run?trigger=cron",
+    ]
 
 
 def test_cronjob_container_hardened_like_the_deployment():

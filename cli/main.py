@@ -24,6 +24,7 @@ COMMANDS = {
     "deploy": "cli.deploy",
     "status": "cli.status",
     "run": "cli.run",
+    "runs": "cli.runs",
     "logs": "cli.logs",
     "list": "cli.list",
     "undeploy": "cli.undeploy",

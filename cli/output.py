@@ -42,6 +42,12 @@ class Output:
             self.stdout.write(out if out.endswith("\n") or not out else out + "\n")
         self.stdout.flush()
 
+    def line(self, text: str) -> None:
+        """One line of a result that arrives piece by piece (a watched run); silent in JSON mode."""
+        if not self.json:
+            self.stdout.write(text + "\n")
+            self.stdout.flush()
+
     def info(self, message: str) -> None:
         """Human-oriented side notes; silent in JSON mode."""
         if not self.json:

@@ -61,7 +61,7 @@ def test_format_result():
 
 def test_name_or_local_but_not_both(capsys):
     assert main(["run"]) == 1
-    assert "give a deployed workflow's NAME, or --local DIR" in capsys.readouterr().err
+    assert "give a deployed workflow's NAME, --endpoint URL of an engine, or --local DIR" in capsys.readouterr().err
     assert main(["run", "wf", "--local", "examples/hello"]) == 1
 
 
@@ -77,6 +77,24 @@ def test_local_run_prints_the_result_and_exits_0():
     result = json.loads(proc.stdout)
     assert result["status"] == "RUN_STATUS_SUCCEEDED" and result["trigger"] == "local"
     assert result["output"] == {"greeting": "HELLO, WORLD!"}
+
+
+def test_local_watch_prints_each_node_as_it_starts_and_finishes_then_the_result():
+    proc = run_cli("run", "--local", "examples/hello", "--watch", "--input", '{"name": "Ada"}')
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:4] == ["  greet: started", lines[1], "  shout: started", lines[3]]
+    assert lines[1].startswith("  greet: SUCCEEDED in ") and lines[3].startswith("  shout: SUCCEEDED in ")
+    assert " of hello 1.0.0: SUCCEEDED in " in lines[4]
+
+
+def test_flags_that_need_a_serving_engine_are_refused_with_local(capsys):
+    assert main(["run", "--local", "examples/hello", "--resume", "r1"]) == 1
+    assert "--resume needs a serving engine (NAME or --endpoint)" in capsys.readouterr().err
+    assert main(["run", "--endpoint", "ftp://x", "--input", "{}"]) == 1
+    assert "--endpoint 'ftp://x': expected an engine's HTTP address" in capsys.readouterr().err
+    assert main(["runs", "wf", "--limit", "0"]) == 1
+    assert "--limit: expected a whole number from 1 to 1000, got '0'" in capsys.readouterr().err
 
 
 def test_local_run_is_under_the_image_lock_and_a_failure_exits_1(tmp_path):

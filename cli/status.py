@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli.output import Output
+from cli.runs import format_when, failing_node
 from cli.table import render_table
 from k8s.client import connect
 from k8s.status import WorkflowStatus, get_status
@@ -54,6 +55,13 @@ def format_status(status: WorkflowStatus, detail: bool) -> str:
         lines.append("cron jobs:")
         rows = [(c.name, c.schedule, "yes" if c.suspended else "no", c.last_schedule or "never", c.active) for c in status.cronjobs]
         lines += ["  " + line for line in render_table(("NAME", "SCHEDULE", "SUSPENDED", "LAST RUN", "ACTIVE"), rows).splitlines()]
+    if status.last_runs:
+        lines.append("last run of each trigger:")
+        rows = [(r.get("trigger") or "-", r.get("runId", "?"), str(r.get("status", "")).removeprefix("RUN_STATUS_"),
+                 format_when(r.get("startedAt", "")), failing_node(r) or "-") for r in status.last_runs]  # fmt: skip
+        lines += ["  " + line for line in render_table(("TRIGGER", "RUN ID", "STATUS", "STARTED", "FAILING NODE"), rows).splitlines()]
+    else:
+        lines.append(f"last runs: {status.runs_error or 'none recorded'}")
     if status.events:
         lines.append("recent events:")
         rows = [(e.time, e.type, e.object, e.reason, e.message) for e in status.events]

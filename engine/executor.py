@@ -78,10 +78,54 @@ class RunOutcome:
     failed_node: str | None = None
 
 
-class WorkflowExecutor(Protocol):
-    """Pluggable execution strategy (the seed's `WorkflowExecutor`)."""
+class NodeEvents(Protocol):
+    """Told when a node starts and when it ends (after its retries); times are wall-clock seconds.
 
-    async def execute(self, dag: CompiledDAG, runner: NodeRunner, input: Any) -> RunOutcome: ...
+    Called on the event loop, inline: keep it cheap and never raise. With no
+    listener the executor pays one `is None` check per node.
+    """
+
+    def node_started(self, node_id: str, started_at: float) -> None: ...
+
+    def node_finished(self, node_id: str, outcome: NodeOutcome, started_at: float) -> None: ...
+
+
+class RunProgress(Protocol):
+    """A run as it goes, for an observer: what has started and finished, and where node events go."""
+
+    # Set it to hear every node start and finish from now on (None: nobody listens).
+    events: NodeEvents | None
+    # Nodes a resume carried over (not run), or None.
+    carried: Mapping[str, NodeOutcome] | None
+
+    def progress(self) -> list[tuple[str, NodeOutcome, float, bool]]: ...
+
+
+class RunObserver(Protocol):
+    """Told once, as a run starts, about its `RunProgress`: it reads it when asked (a RUNNING
+    snapshot) and sets `events` only while someone follows the run node by node, so a run
+    nobody watches costs one call."""
+
+    def run_started(self, run: RunProgress) -> None: ...
+
+
+class WorkflowExecutor(Protocol):
+    """Pluggable execution strategy (the seed's `WorkflowExecutor`).
+
+    `observer` is told as the run starts (see RunObserver); `carried` (a resume)
+    maps nodes that already succeeded to their outcome: they are not run, their
+    outputs feed their dependents.
+    """
+
+    async def execute(
+        self,
+        dag: CompiledDAG,
+        runner: NodeRunner,
+        input: Any,
+        *,
+        observer: RunObserver | None = None,
+        carried: Mapping[str, NodeOutcome] | None = None,
+    ) -> RunOutcome: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,12 +204,20 @@ class DAGExecutor:
         self._cached = (dag, plan)
         return plan
 
-    async def execute(self, dag: CompiledDAG, runner: NodeRunner, input: Any) -> RunOutcome:
+    async def execute(
+        self,
+        dag: CompiledDAG,
+        runner: NodeRunner,
+        input: Any,
+        *,
+        observer: RunObserver | None = None,
+        carried: Mapping[str, NodeOutcome] | None = None,
+    ) -> RunOutcome:
         if not self._watchdog_checked:
             self._watchdog_checked = True
             if self._interrupt_blocking:
                 self._watchdog = preempt.watchdog(_interrupt_overdue)
-        return await _Run(self.plan(dag), runner, self).execute(input)
+        return await _Run(self.plan(dag), runner, self, observer, carried).execute(input)
 
 
 class _Run:
@@ -179,10 +231,17 @@ class _Run:
     __slots__ = (
         "plan", "runner", "executor", "loop", "pending", "outputs", "nodes", "running", "done",
         "failed_node", "stopping", "cancel_reason", "wall_start", "mono_start",
-        "deadlines", "expired", "timer", "timer_at",
+        "deadlines", "expired", "timer", "timer_at", "events", "carried",
     )
 
-    def __init__(self, plan: ExecutionPlan, runner: NodeRunner, executor: DAGExecutor):
+    def __init__(
+        self,
+        plan: ExecutionPlan,
+        runner: NodeRunner,
+        executor: DAGExecutor,
+        observer: RunObserver | None = None,
+        carried: Mapping[str, NodeOutcome] | None = None,
+    ):
         self.plan = plan
         self.runner = runner
         self.executor = executor
@@ -201,6 +260,10 @@ class _Run:
         self.expired: set[str] = set()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
+        self.events: NodeEvents | None = None
+        self.carried = carried or None
+        if observer is not None:
+            observer.run_started(self)
 
     async def execute(self, input: Any) -> RunOutcome:
         self.wall_start = time.time()
@@ -208,8 +271,11 @@ class _Run:
         watchdog = self.executor._watchdog
         if watchdog is not None:
             watchdog.runs.add(self)
-        for root in self.plan.roots:
-            self.launch(root, input)
+        if self.carried is None:
+            for root in self.plan.roots:
+                self.launch(root, input)
+        else:
+            self.launch_resumed(input)
         try:
             await self.done
             if self.running:
@@ -229,6 +295,25 @@ class _Run:
     def launch(self, node_id: str, input: Any) -> None:
         self.running[node_id] = self.loop.create_task(self.run_node(node_id, input))
 
+    def launch_resumed(self, input: Any) -> None:
+        """A resume: carried nodes count as done; every other node whose dependencies are all carried starts."""
+        plan, pending, outputs = self.plan, self.pending, self.outputs
+        carried = self.carried or {}
+        for node_id, outcome in carried.items():
+            outputs[node_id] = outcome.output
+            for child in plan.dependents[node_id]:
+                pending[child] -= 1
+        for node_id in plan.order:
+            if node_id in carried or pending[node_id]:
+                continue
+            deps = plan.dependencies[node_id]
+            if not deps:
+                self.launch(node_id, input)
+            else:
+                self.launch(node_id, outputs[deps[0]] if len(deps) == 1 else {d: outputs[d] for d in deps})
+        if not self.running:
+            self.done.set_result(None)
+
     # -- one node ----------------------------------------------------------
 
     async def run_node(self, node_id: str, input: Any) -> None:
@@ -237,6 +322,8 @@ class _Run:
         self.nodes[node_id] = record
         start = began = _now()
         record.started_at = start  # monotonic here; made wall-clock in outcome()
+        if self.events is not None:
+            self.events.node_started(node_id, start + self.wall_start - self.mono_start)
         deadlines = self.deadlines
         while True:
             # Arming the deadline timer, inlined: this is the per-node hot path.
@@ -280,6 +367,9 @@ class _Run:
             else:
                 record.status = FAILED
                 record.error = problem
+        # Read again: a watcher may have started listening while this node ran.
+        if self.events is not None:
+            self.events.node_finished(node_id, record, start + self.wall_start - self.mono_start)
         self.finish(node_id, record.status == SUCCEEDED)
 
     async def retry(self, node_id: str, record: NodeOutcome) -> bool:
@@ -297,6 +387,14 @@ class _Run:
         record.attempts += 1
         record.status, record.error = SUCCEEDED, ""
         return True
+
+    def progress(self) -> list[tuple[str, NodeOutcome, float, bool]]:
+        """Nodes started so far, in start order: (id, record, wall-clock start, finished).
+
+        Valid while the run goes on (records hold monotonic starts until `outcome`)."""
+        offset = self.wall_start - self.mono_start
+        running = self.running
+        return [(node_id, record, record.started_at + offset, node_id not in running) for node_id, record in self.nodes.items()]
 
     # -- the deadline timer ------------------------------------------------
 
@@ -379,6 +477,8 @@ class _Run:
         offset = self.wall_start - self.mono_start
         for record in nodes.values():
             record.started_at += offset
+        if self.carried is not None:
+            nodes.update(self.carried)
         for node_id in self.plan.order:
             if node_id in nodes:
                 continue

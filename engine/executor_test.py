@@ -488,3 +488,63 @@ async def test_wide_dag_runs_all_nodes_concurrently():
     outcome = await DAGExecutor().execute(dag, runner_for(functions), None)
     assert outcome.output == 50
     assert peak == len(names)  # all 50 in flight at once, none waited for another
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def run_started(self, run: Any) -> None:
+        run.events = self
+
+    def node_started(self, node_id: str, started_at: float) -> None:
+        self.events.append(("started", node_id))
+
+    def node_finished(self, node_id: str, outcome: Any, started_at: float) -> None:
+        self.events.append(("finished", node_id, outcome.status))
+
+
+async def test_node_events_tell_each_start_and_finish_in_order():
+    dag = make_dag(["a", "b", "c"], [("a", "b"), ("b", "c")])
+
+    async def add(input):
+        return input + 1
+
+    async def boom(input):
+        raise RuntimeError("b broke")
+
+    events = _Recorder()
+    outcome = await DAGExecutor().execute(dag, runner_for({"a": add, "b": boom, "c": add}), 1, observer=events)
+    assert outcome.status == RUN_FAILED
+    # c never started: no event for it (the result says SKIPPED).
+    assert events.events == [("started", "a"), ("finished", "a", SUCCEEDED), ("started", "b"), ("finished", "b", FAILED)]
+
+
+async def test_a_resume_runs_only_the_nodes_not_carried_feeding_them_the_carried_outputs():
+    from engine.executor import NodeOutcome
+
+    dag = make_dag(["a", "b", "c", "d"], [("a", "c"), ("b", "c"), ("c", "d")])
+    called = []
+
+    def node(name):
+        async def run(input):
+            called.append(name)
+            return {"from": name, "input": input}
+
+        return run
+
+    carried = {"a": NodeOutcome(SUCCEEDED, "A", 0), "b": NodeOutcome(SUCCEEDED, "B", 0)}
+    outcome = await DAGExecutor().execute(dag, runner_for({n: node(n) for n in "abcd"}), "trigger", carried=carried)
+    assert called == ["c", "d"]
+    assert outcome.status == RUN_SUCCEEDED
+    assert outcome.nodes["c"].output == {"from": "c", "input": {"a": "A", "b": "B"}}
+    assert outcome.nodes["a"].attempts == 0 and outcome.nodes["a"].started_at is None
+    # A root that is not carried gets the new run's input.
+    called.clear()
+    again = await DAGExecutor().execute(dag, runner_for({n: node(n) for n in "abcd"}), "again", carried={"b": carried["b"]})
+    assert called[0] == "a" and again.nodes["a"].output == {"from": "a", "input": "again"}
+    # Everything carried: nothing runs, the run still ends.
+    everything = {n: NodeOutcome(SUCCEEDED, n, 0) for n in "abcd"}
+    called.clear()
+    done = await DAGExecutor().execute(dag, runner_for({n: node(n) for n in "abcd"}), None, carried=everything)
+    assert called == [] and done.status == RUN_SUCCEEDED and done.output == "d"

@@ -18,8 +18,14 @@ def build_result(
     version: str,
     trigger: str = "",
     redactor: Redactor | None = None,
+    resumed_from: str = "",
 ) -> execution_pb2.ExecutionResult:
-    """The run's result message; secret values are replaced by *** in outputs and errors."""
+    """The run's result message; secret values are replaced by *** in outputs and errors.
+
+    A node output that redaction changed is flagged `output_redacted` (a resume
+    cannot feed it from a history record). Nodes that never started in this run
+    (skipped, or carried from the run it resumed) have no times.
+    """
     redact = redactor if redactor else None
     result = execution_pb2.ExecutionResult(
         run_id=run_id,
@@ -28,9 +34,10 @@ def build_result(
         status=outcome.status,
         error=_text(redact.text(outcome.error) if redact else outcome.error),
         trigger=trigger,
+        resumed_from=resumed_from,
     )
-    _set_time(result.started_at, outcome.started_at)
-    _set_time(result.duration, outcome.duration)
+    set_time(result.started_at, outcome.started_at)
+    set_time(result.duration, outcome.duration)
     if outcome.output is not None or outcome.status == execution_pb2.RUN_STATUS_SUCCEEDED:
         set_value(result.output, redact.value(outcome.output) if redact else outcome.output)
     nodes = result.nodes
@@ -57,8 +64,13 @@ def build_result(
             # Without secrets a number goes straight in; with them it may be one (`pin: 4821`).
             if (kind is int or kind is float) and redact is None:
                 entry.output.number_value = output
+            elif redact:
+                shown = redact.value(output)
+                set_value(entry.output, shown)
+                if shown != output:
+                    entry.output_redacted = True
             else:
-                set_value(entry.output, redact.value(output) if redact else output)
+                set_value(entry.output, output)
     return result
 
 
@@ -67,7 +79,7 @@ def _text(text: str) -> str:
     return text if text.isascii() else LONE_SURROGATE.sub("\ufffd", text)
 
 
-def _set_time(message: timestamp_pb2.Timestamp | duration_pb2.Duration, seconds: float) -> None:
+def set_time(message: timestamp_pb2.Timestamp | duration_pb2.Duration, seconds: float) -> None:
     """Seconds (float) into a Timestamp or Duration; faster than FromNanoseconds."""
     whole = int(seconds)
     message.seconds = whole

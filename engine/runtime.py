@@ -21,7 +21,7 @@ import aiohttp
 
 from engine.compiler import CompileError, CompiledDAG, compile_dag
 from engine.context import Context, Fetcher, HttpFetcher, LogSink, RunScope
-from engine.executor import DAGExecutor, NodeRunner, WorkflowExecutor, describe_exception
+from engine.executor import SUCCEEDED, DAGExecutor, NodeOutcome, RunObserver, NodeRunner, RunOutcome, WorkflowExecutor, describe_exception
 from engine.loader import LoadError, NodeModules, load_nodes
 from engine.results import build_result
 from engine.secrets import MOUNT_DIR, Redactor, load_secrets
@@ -42,6 +42,17 @@ class Workflow:
     dag: CompiledDAG
     modules: NodeModules
     config: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """A resumed run's starting point: the run it resumes and the real outputs of that run's succeeded nodes.
+
+    Those nodes are not run again; every other node is (failed, cancelled, skipped).
+    """
+
+    run_id: str
+    outputs: Mapping[str, Any]
 
 
 # Called with the spec once it is read and compiled, before any node module is
@@ -175,25 +186,75 @@ class Engine:
         trigger: str = "",
         run_id: str | None = None,
         fetcher: Fetcher | None = None,
+        observer: RunObserver | None = None,
+        resume: Resume | None = None,
     ) -> execution_pb2.ExecutionResult:
         """Runs the whole DAG once. Node failures are in the result, never raised."""
+        result, _ = await self.execute(input, trigger=trigger, run_id=run_id, fetcher=fetcher, observer=observer, resume=resume)
+        return result
+
+    async def execute(
+        self,
+        input: Any,
+        *,
+        trigger: str = "",
+        run_id: str | None = None,
+        fetcher: Fetcher | None = None,
+        observer: RunObserver | None = None,
+        resume: Resume | None = None,
+    ) -> tuple[execution_pb2.ExecutionResult, RunOutcome]:
+        """`run`, also returning the executor's outcome (real, unredacted outputs: keep it in memory only).
+
+        `observer` is told as the run starts (engine.executor.RunObserver). `resume` runs only the nodes
+        it does not carry; raises ValueError when it names a node this workflow lacks.
+        """
         workflow = self._workflow  # this run's generation, whatever reloads happen meanwhile
         run_id = run_id or self.new_run_id()
+        options: dict[str, Any] = {}
+        if observer is not None:
+            options["observer"] = observer
+        if resume is not None:
+            unknown = sorted(set(resume.outputs) - set(workflow.dag.order))
+            if unknown:
+                raise ValueError(
+                    f"run {resume.run_id} has nodes this version of {workflow.spec.name} lacks: {', '.join(unknown)}"
+                )
+            options["carried"] = {
+                node_id: NodeOutcome(status=SUCCEEDED, output=output, attempts=0)
+                for node_id, output in resume.outputs.items()
+            }
         self._in_flight += 1
         try:
             runner = self.node_runner(workflow, run_id, fetcher or self._fetcher)
-            outcome = await self._executor.execute(workflow.dag, runner, input)
+            outcome = await self._executor.execute(workflow.dag, runner, input, **options)
         finally:
             self._in_flight -= 1
         if outcome.failed_node is not None and self._sink.enabled("warn"):
             self._sink.write("warn", ENGINE_LOG_NAME, run_id, f"run failed: {outcome.error}")
-        return build_result(
+        result = build_result(
             outcome,
             run_id=run_id,
             workflow=workflow.spec.name,
             version=workflow.spec.version,
             trigger=trigger,
             redactor=self._redactor,
+            resumed_from=resume.run_id if resume is not None else "",
+        )
+        return result, outcome
+
+    def build_result(
+        self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = ""
+    ) -> execution_pb2.ExecutionResult:
+        """A result of this workflow from an outcome (a run in flight, a cancelled one), secrets redacted."""
+        spec = self._workflow.spec
+        return build_result(
+            outcome,
+            run_id=run_id,
+            workflow=spec.name,
+            version=spec.version,
+            trigger=trigger,
+            redactor=self._redactor,
+            resumed_from=resumed_from,
         )
 
     def new_run_id(self) -> str:

@@ -339,6 +339,8 @@ def _node_to_dict(node: execution_pb2.NodeResult) -> dict[str, Any]:
         out["startedAt"] = timestamp_to_json(node.started_at)
     if node.HasField("duration"):
         out["duration"] = duration_to_json(node.duration)
+    if node.output_redacted:
+        out["outputRedacted"] = True
     return out
 
 
@@ -365,8 +367,32 @@ def result_to_dict(result: execution_pb2.ExecutionResult) -> dict[str, Any]:
         out["error"] = result.error
     if result.trigger:
         out["trigger"] = result.trigger
+    if result.resumed_from:
+        out["resumedFrom"] = result.resumed_from
     return out
 
 
 def result_to_json(result: execution_pb2.ExecutionResult) -> str:
     return json.dumps(result_to_dict(result), ensure_ascii=False)
+
+
+def result_from_json(text: str | bytes) -> execution_pb2.ExecutionResult:
+    """An ExecutionResult from its proto3 JSON (a history record, an engine's answer); raises ValueError."""
+    from google.protobuf import json_format
+
+    try:
+        return json_format.Parse(text, execution_pb2.ExecutionResult(), ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise ValueError(f"not an ExecutionResult: {exc}") from None
+
+
+def run_status(text: str) -> int:
+    """`failed`, `FAILED` or `RUN_STATUS_FAILED` → the RunStatus number; ValueError naming the choices."""
+    name = text.strip().upper()
+    if not name.startswith("RUN_STATUS_"):
+        name = "RUN_STATUS_" + name
+    number = {v: k for k, v in _RUN_STATUS.items()}.get(name)
+    if number is None or number == 0:
+        choices = ", ".join(v.removeprefix("RUN_STATUS_").lower() for k, v in sorted(_RUN_STATUS.items()) if k)
+        raise ValueError(f"unknown run status {text!r}: expected one of {choices}")
+    return number

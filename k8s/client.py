@@ -208,10 +208,11 @@ class Cluster:
         resource: str = "",
         namespace: str | None = None,
         name: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> urllib3.response.BaseHTTPResponse:
-        """Send one request and return the unread response (status not checked)."""
+        """Send one request and return the unread response (status not checked); `headers` adds to ours."""
         items = list(query.items()) if isinstance(query, Mapping) else list(query or [])
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": "application/json", "Content-Type": content_type, **(headers or {})}
         started = time.monotonic()
         try:
             method, url, headers, body, _ = self.api_client.param_serialize(

@@ -12,6 +12,8 @@ from k8s.client import Cluster
 from k8s.errors import ClusterError
 
 RECENT_EVENTS = 10
+# Runs read from the engine's history to find each trigger's last one.
+RECENT_RUNS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +71,10 @@ class WorkflowStatus:
     events: tuple[EventInfo, ...] = ()
     # With detail: None when the workflow has no NetworkPolicy (any pod may reach the engine).
     network_policy: PolicyInfo | None = None
+    # With detail: the last run of each trigger (run summaries, newest first), from the engine's history.
+    last_runs: tuple[dict[str, Any], ...] = ()
+    # Why the runs could not be read (no ready engine, history off …), or "".
+    runs_error: str = ""
 
     @property
     def healthy(self) -> bool:
@@ -130,13 +136,31 @@ def get_status(cluster: Cluster, name: str, *, detail: bool = False, namespace: 
         if (e.get("involvedObject", {}).get("kind"), e.get("involvedObject", {}).get("name")) in related
     ]
     events.sort(key=_event_time)
+    last_runs, runs_error = _last_runs(cluster, name, namespace)
     return dataclasses.replace(
         status,
         pods=tuple(_pod_info(p) for p in sorted(pods, key=lambda p: p["metadata"]["name"])),
         cronjobs=tuple(_cron_info(c) for c in sorted(cronjobs, key=lambda c: c["metadata"]["name"])),
         events=tuple(_event_info(e) for e in events[-RECENT_EVENTS:]),
         network_policy=_policy_info(policy) if policy else None,
+        last_runs=last_runs,
+        runs_error=runs_error,
     )
+
+
+def _last_runs(cluster: Cluster, name: str, namespace: str) -> tuple[tuple[dict[str, Any], ...], str]:
+    """The newest run of each trigger, as the engine's history has them (through the service proxy)."""
+    from engine.serve.client import EngineError
+    from k8s.run import engine_client
+
+    try:
+        runs = engine_client(cluster, name, namespace).list_runs(limit=RECENT_RUNS, timeout=10)
+    except (EngineError, ClusterError) as exc:
+        return (), str(exc)
+    last: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        last.setdefault(run.get("trigger", ""), run)
+    return tuple(last.values()), ""
 
 
 def _policy_info(policy: Mapping) -> PolicyInfo:

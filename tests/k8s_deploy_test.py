@@ -93,7 +93,7 @@ def test_deploy_creates_objects_with_our_fields(kube, admin, ns, tmp_path):
     assert job["spec"]["concurrencyPolicy"] == "Forbid"
     args = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert json.loads(args[args.index("--data") + 1]) == {"trigger": "hourly"}
-    assert args[-1] == f"http://flow.{ns}.svc.cluster.local:8080/run"
+    assert args[-1] == f"http://flow.{ns}.svc.cluster.local:8080/run?trigger=hourly"
 
 
 def test_second_deploy_is_a_noop(kube, admin, ns, tmp_path):

@@ -217,3 +217,11 @@ class TlsNatsServer(NatsServer):
         return ssl.create_default_context(cafile=str(self.ca))
 
 
+class JetStreamNatsServer(NatsServer):
+    """A NatsServer with JetStream on (`-js`), its store in a directory of its own (key-value buckets live there)."""
+
+    def __init__(self, directory: Path, token: str = "s3cret-nats-token"):
+        super().__init__(token)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.extra_args = ("-js", "-sd", str(directory))
+

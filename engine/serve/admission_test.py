@@ -80,3 +80,15 @@ async def test_a_caller_cancelled_from_outside_is_not_turned_into_a_result(engin
     with pytest.raises(asyncio.CancelledError):
         await run
     assert gate.in_flight == 0
+
+
+async def test_a_key_whose_first_run_left_the_history_is_refused_not_run_again(engine: Engine):
+    from engine.serve.admission import FirstRunLost
+    from engine.serve.history import MemoryHistory
+
+    gate = RunGate(engine, EngineMetrics("gate"), workflow="gate", version="1.0.0", history=MemoryHistory(1))
+    first = await gate.run({}, idempotency_key="k")
+    assert (await gate.run({}, idempotency_key="k")).run_id == first.run_id
+    await gate.run({})  # the history keeps one run: the first one goes
+    with pytest.raises(FirstRunLost, match=f"first used by run {first.run_id}, which is no longer in the history"):
+        await gate.run({}, idempotency_key="k")

@@ -1,4 +1,4 @@
-"""The HTTP face of a serving engine (aiohttp): /run, /healthz, /readyz, /metrics.
+"""The HTTP face of a serving engine (aiohttp): /run, /runs, /healthz, /readyz, /metrics.
 
 Status codes: 200 a run that succeeded, 500 one that failed (the body is still
 the `ExecutionResult`), 400 bad JSON, 408 a body that arrives too slowly, 413 a
@@ -14,6 +14,12 @@ Input: any JSON value is accepted and handed to the root nodes as it is
 (objects, but also lists, strings, numbers, null); an empty body or a GET
 means `{}`. `NaN`/`Infinity` are rejected: they are not JSON and a result
 could not carry them.
+
+Runs: `Prefer: respond-async` answers 202 `{"runId"}` with `Location:
+/runs/{id}` at once (the run goes on without the caller); `Idempotency-Key`
+answers a repeat with the first run's result; `?resume=RUN_ID` re-runs what
+that run did not finish. `GET /runs` lists recorded runs newest first, `GET
+/runs/{id}` answers one (RUNNING while it goes on).
 """
 
 from __future__ import annotations
@@ -27,9 +33,9 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from engine.serve.admission import AtCapacity, Draining, RunGate
-from engine.values import parse_input
-from engine.values import result_to_json
+from engine.serve.admission import AtCapacity, Draining, RunConflict, RunGate, RunNotFound
+from engine.serve.history import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, HistoryError, HistoryOff
+from engine.values import parse_input, result_to_dict, result_to_json, run_status
 from engine.serve.options import HttpOptions
 from proto.pipedreamer.v1 import execution_pb2
 
@@ -42,6 +48,7 @@ _STATUS_CODES = {
     # Only the shutdown deadline cancels a run: the server is going away.
     execution_pb2.RUN_STATUS_CANCELLED: 503,
 }
+MAX_IDEMPOTENCY_KEY = 255
 
 
 class _BodyError(Exception):
@@ -91,21 +98,65 @@ class HttpFrontend:
             gate.metrics.rejected("bad_json")
             return _error(400, f"invalid JSON body: {exc}")
         trigger = request.query.get("trigger", "")
+        key = request.headers.get("Idempotency-Key", "")
+        if len(key) > MAX_IDEMPOTENCY_KEY:
+            return _error(400, f"Idempotency-Key is {len(key)} characters long; at most {MAX_IDEMPOTENCY_KEY} are accepted")
+        resume_from = request.query.get("resume", "")
+        options = {"trigger": trigger, "idempotency_key": key, "resume_from": resume_from, "input_given": bool(body.strip())}
         try:
-            result = await gate.run(payload, trigger=trigger)
+            if _wants_async(request):
+                run_id = await gate.submit(payload, **options)
+                return web.json_response(
+                    {"runId": run_id},
+                    status=202,
+                    headers={"Location": f"/runs/{run_id}", "Preference-Applied": "respond-async"},
+                )
+            result = await gate.run(payload, **options)
         except AtCapacity as exc:
             return _error(429, str(exc), headers={"Retry-After": "1"})
         except Draining as exc:
             return _error(503, str(exc), close=True)
-        except Exception as exc:  # a bug in the engine must not kill the connection
-            message = gate.engine.redact(f"{type(exc).__name__}: {exc}")
-            log.exception("run failed inside the engine: %s", message)
-            return _error(500, f"internal error: {message}")
+        except HistoryOff as exc:
+            return _error(400, f"{exc}; Idempotency-Key, ?resume and Prefer: respond-async need it")
+        except RunNotFound as exc:
+            return _error(404, f"?resume={resume_from}: {exc}")
+        except (RunConflict, HistoryError) as exc:
+            return _error(409 if isinstance(exc, RunConflict) else 503, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug in the engine must not kill the connection
+            return _error(500, gate.internal_error(exc))
         return web.Response(
             status=_STATUS_CODES.get(result.status, 500),
             body=result_to_json(result).encode(),
             content_type=_JSON,
         )
+
+    async def list_runs(self, request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            limit = _limit(query.get("limit"))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        try:
+            status = run_status(query["status"]) if query.get("status") else 0
+        except ValueError as exc:
+            return _error(400, f"status: {exc}")
+        trigger = query.get("trigger")
+        try:
+            runs = await self.gate.list_runs(limit=limit, status=status, trigger=trigger)
+        except HistoryOff as exc:
+            return _error(404, str(exc))
+        except HistoryError as exc:
+            return _error(503, str(exc))
+        return web.Response(text=json.dumps({"runs": [result_to_dict(r) for r in runs]}, ensure_ascii=False), content_type=_JSON)
+
+    async def get_run(self, request: web.Request) -> web.Response:
+        try:
+            result = await self.gate.get_run(request.match_info["run_id"])
+        except (HistoryOff, RunNotFound) as exc:
+            return _error(404, str(exc))
+        except HistoryError as exc:
+            return _error(503, str(exc))
+        return web.Response(body=result_to_json(result).encode(), content_type=_JSON)
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.options.max_body
@@ -151,6 +202,24 @@ class HttpFrontend:
         response = web.Response(body=self.gate.metrics.render())
         response.headers["Content-Type"] = self.gate.metrics.content_type
         return response
+
+
+def _wants_async(request: web.Request) -> bool:
+    """`Prefer: respond-async` (RFC 7240), among other preferences or not."""
+    prefer = request.headers.getall("Prefer", [])
+    return any(token.split(";")[0].strip().lower() == "respond-async" for value in prefer for token in value.split(","))
+
+
+def _limit(text: str | None) -> int:
+    if text is None or text == "":
+        return DEFAULT_LIST_LIMIT
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"limit: expected a whole number from 1 to {MAX_LIST_LIMIT}, got {text!r}")
+    return limit
 
 
 def is_loopback_host(host: str) -> bool:
@@ -210,6 +279,8 @@ def create_app(frontend: HttpFrontend) -> web.Application:
     )
     app.router.add_route("POST", "/run", frontend.run)
     app.router.add_route("GET", "/run", frontend.run)
+    app.router.add_get("/runs", frontend.list_runs)
+    app.router.add_get("/runs/{run_id}", frontend.get_run)
     app.router.add_get("/healthz", frontend.healthz)
     app.router.add_get("/readyz", frontend.readyz)
     app.router.add_get("/metrics", frontend.metrics)

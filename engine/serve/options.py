@@ -15,6 +15,10 @@ from engine.context import LOG_FORMATS
 from engine.spec import parse_duration
 from engine.values import DEFAULT_MAX_OUTPUT
 
+# Runs the in-memory history keeps (--history); 0 turns recording off. Same number as
+# engine.serve.history.DEFAULT_HISTORY (not imported: the CLI imports this module for every command).
+DEFAULT_HISTORY = 1000
+
 MIB = 1024 * 1024
 DEFAULT_MAX_BODY = 10 * MIB
 
@@ -52,6 +56,8 @@ class ServeOptions:
     max_concurrent_runs: int | None = DEFAULT_MAX_CONCURRENT_RUNS
     max_output: int = DEFAULT_MAX_OUTPUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    # Runs the history keeps in memory (and failed runs whose outputs a resume can use); 0: off.
+    history: int = DEFAULT_HISTORY
     # A sandbox.PermissionPolicy; None runs unlocked (in-process tests only).
     policy: Any = None
 
@@ -105,6 +111,9 @@ def add_serve_flags(parser: argparse.ArgumentParser, *, host: str, watch: bool) 
                         help=f"runs in flight before 429 / RESOURCE_EXHAUSTED (default: {DEFAULT_MAX_CONCURRENT_RUNS}; 0: no limit)")
     parser.add_argument("--max-output", type=parse_size, default=DEFAULT_MAX_OUTPUT,
                         help="largest output a node may return, as JSON; larger fails the node (default: 16MiB)")
+    parser.add_argument("--history", type=_count, default=DEFAULT_HISTORY,
+                        help=f"runs the engine remembers for GET /runs, resume and idempotency keys (default: {DEFAULT_HISTORY}; "
+                             "0: off; config.history: nats shares them between replicas)")
     parser.add_argument("--shutdown-timeout", type=_duration, default=DEFAULT_SHUTDOWN_TIMEOUT,
                         help="how long runs in flight may take to finish on SIGTERM (default: 25s)")
     parser.add_argument("--body-timeout", type=_duration, default=HttpOptions.body_timeout, help="a request body must arrive within this (default: 30s)")
@@ -126,6 +135,7 @@ def options_from_args(args: argparse.Namespace, workflow: str | Path) -> ServeOp
         max_concurrent_runs=args.max_concurrent_runs or None,
         max_output=args.max_output,
         shutdown_timeout=args.shutdown_timeout,
+        history=args.history,
         policy=sandbox.policy_from_args(args),
     )
 

@@ -23,6 +23,7 @@ from engine import sandbox
 from engine.serve.admission import RunGate
 from engine.context import LogSink
 from engine.serve.grpc_frontend import GrpcFrontend
+from engine.serve.history import MemoryHistory, RunHistory
 from engine.serve.metrics import EngineMetrics
 from engine.serve.queue_triggers import QueueTriggers, nats_server_address
 from engine.runtime import Engine
@@ -107,6 +108,20 @@ def lock_before_import(policy: sandbox.PermissionPolicy, workflow_dir: Path) -> 
     return before_import, lambda: applied[0] if applied else None
 
 
+def make_history(engine: Engine, options: ServeOptions) -> RunHistory | None:
+    """The run history `config.history` (memory | nats) and `--history N` (0: off) ask for; ValueError if wrong."""
+    if options.history == 0:
+        return None
+    kind = engine.workflow.config.get("history", "memory")
+    if kind == "memory":
+        return MemoryHistory(options.history)
+    if kind == "nats":
+        from engine.serve.history_nats import nats_history_for
+
+        return nats_history_for(engine.spec, engine.secrets, engine.redact)
+    raise ValueError(f"config.history: expected memory or nats, got {kind!r}")
+
+
 class ServingEngine:
     """One engine behind HTTP, gRPC and queue triggers, from start to graceful stop."""
 
@@ -116,7 +131,13 @@ class ServingEngine:
         spec = engine.spec
         self.metrics = EngineMetrics(spec.name)
         self.gate = RunGate(
-            engine, self.metrics, workflow=spec.name, version=spec.version, max_concurrent_runs=options.max_concurrent_runs
+            engine,
+            self.metrics,
+            workflow=spec.name,
+            version=spec.version,
+            max_concurrent_runs=options.max_concurrent_runs,
+            history=make_history(engine, options),
+            resume_capacity=options.history,
         )
         self.lock: sandbox.LockReport | None = None
         self.http = HttpFrontend(
@@ -144,13 +165,18 @@ class ServingEngine:
             before_import=lock,
             max_output=options.max_output,
         )
-        serving = cls(engine, options)
+        try:
+            serving = cls(engine, options)
+        except BaseException:
+            await engine.close()
+            raise
         serving.lock = lock_report()
         serving._undo_logging = configure_logging(engine.log_sink)
         try:
             await serving._start()
         except BaseException:
             await serving._close_partial()
+            await serving.gate.close_history()
             serving._undo_logging()
             raise
         return serving
@@ -169,6 +195,7 @@ class ServingEngine:
             self.grpc_address = f"{_host_for_url(options.host)}:{grpc_port}"
         self._runner = create_runner(self.http)
         await self._runner.setup()
+        await self.gate.open_history()
         await web.SockSite(self._runner, sock).start()
         if self.grpc is not None:
             await self.grpc.start()
@@ -204,6 +231,7 @@ class ServingEngine:
             )
             log.warning("shutdown deadline passed: cancelled %d run(s) in flight", cancelled)
         await self.queues.close()
+        await self.gate.close_history()
         await self._close_partial()
         log.info("stopped")
         self._undo_logging()

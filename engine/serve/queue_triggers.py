@@ -7,6 +7,7 @@ connection uses `config.nats_url` (TLS when it is `tls://…`) and the token in
 of the system roots, for servers whose certificate a private CA signed.
 It reconnects forever when the server goes away, and drains on shutdown:
 messages already delivered to this replica still run and get their reply.
+A message's `Nats-Msg-Id` header is its idempotency key (with the run history on).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import ssl
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from engine.serve.admission import RunGate, RunRejected
+from engine.serve.admission import RunConflict, RunGate, RunRejected
+from engine.serve.history import HistoryError
 from engine.values import parse_input
 from engine.values import result_to_json
 from engine.spec import config_to_dict
@@ -85,7 +87,7 @@ class TLSNotStarted(ConnectionError):
     """TLS is configured but the server did not start it: the token is withheld."""
 
 
-def _only_over_tls(client: Any, token: str, display: str) -> Callable[[], str]:
+def only_over_tls(client: Any, token: str, display: str) -> Callable[[], str]:
     """nats-py's token callback, called as it writes CONNECT: the token, once the
     connection is TLS; otherwise TLSNotStarted, so nothing secret crosses plain TCP."""
 
@@ -107,9 +109,13 @@ def parse_payload(data: bytes) -> Any:
     return parse_input(data)
 
 
+def uses_nats_history(spec: workflow_pb2.WorkflowSpec) -> bool:
+    return config_to_dict(spec.config).get("history") == "nats"
+
+
 def nats_server_address(spec: workflow_pb2.WorkflowSpec, secrets: Mapping[str, Any]) -> str | None:
-    """`host:port` of the NATS server a workflow's queue triggers use, or None when there is nothing to connect to."""
-    if not queue_triggers(spec):
+    """`host:port` of the NATS server the workflow's queue triggers or run history use, or None when there is nothing to connect to."""
+    if not queue_triggers(spec) and not uses_nats_history(spec):
         return None
     url, _, missing = nats_settings(spec, secrets)
     if "config.nats_url" in missing:
@@ -176,7 +182,7 @@ class QueueTriggers:
                 # With TLS configured the token goes out only once the connection
                 # is encrypted: nats-py upgrades only when the server's INFO says
                 # tls_required, which an attacker in the path can strip.
-                token=token if tls is None else _only_over_tls(client, token, display),
+                token=token if tls is None else only_over_tls(client, token, display),
                 tls=tls,
                 name=f"pipedreamer-{self.engine.spec.name}",
                 allow_reconnect=True,
@@ -226,14 +232,15 @@ class QueueTriggers:
             log.warning("message on %s: invalid JSON payload: %s", msg.subject, exc)
             result = gate.synthetic_result(execution_pb2.RUN_STATUS_FAILED, f"invalid JSON payload: {exc}", trigger)
         else:
+            # A publisher's Nats-Msg-Id is its idempotency key: a redelivery or retry answers the first run's result.
+            key = (msg.headers or {}).get("Nats-Msg-Id", "") if gate.history is not None else ""
             try:
-                result = await gate.run(payload, trigger=trigger, wait_for_slot=True, while_draining=True)
-            except RunRejected as exc:
+                result = await gate.run(payload, trigger=trigger, wait_for_slot=True, while_draining=True, idempotency_key=key)
+            except (RunRejected, RunConflict, HistoryError) as exc:
                 result = gate.synthetic_result(execution_pb2.RUN_STATUS_FAILED, str(exc), trigger)
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the subscription
-                message = self.engine.redact(f"{type(exc).__name__}: {exc}")
-                log.error("message on %s: run failed inside the engine: %s", msg.subject, message)
-                result = gate.synthetic_result(execution_pb2.RUN_STATUS_FAILED, f"internal error: {message}", trigger)
+                error = gate.internal_error(exc, f"message on {msg.subject}")
+                result = gate.synthetic_result(execution_pb2.RUN_STATUS_FAILED, error, trigger)
         if msg.reply and self.client is not None:
             try:
                 await self.client.publish(msg.reply, result_to_json(result).encode())
