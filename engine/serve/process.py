@@ -191,7 +191,7 @@ class ServingEngine:
 
     async def trigger_report(self) -> dict[str, Any]:
         """`GET /triggers`: every trigger of the workflow as this engine serves it."""
-        entries: list[dict[str, Any]] = [*self.webhooks.report()]
+        entries: list[dict[str, Any]] = [*self.webhooks.report(), *await self.queues.report()]
         for trigger in self.engine.spec.triggers:
             if trigger.type == trigger.TYPE_CRON:
                 entries.append({"type": "cron", "name": trigger.name or "cron", "schedule": trigger.schedule,
