@@ -1,4 +1,5 @@
-"""The HTTP face of a serving engine (aiohttp): /run, /runs, /healthz, /readyz, /metrics.
+"""The HTTP face of a serving engine (aiohttp): /run, /runs, /healthz, /readyz, /metrics, /triggers,
+and `POST <path>` of each webhook trigger (verified and run by engine/serve/webhooks.py).
 
 Status codes: 200 a run that succeeded, 500 one that failed (the body is still
 the `ExecutionResult`), 400 bad JSON, 408 a body that arrives too slowly, 413 a
@@ -8,7 +9,9 @@ Callers: a request carrying an `Origin` other than the engine's own, or
 `Sec-Fetch-Site: cross-site|same-site`, is refused with 403: a web page cannot
 start runs (or read `/metrics`) through a visitor's browser. An engine bound to
 loopback also refuses a `Host` that is not a loopback name or address (DNS
-rebinding). Plain clients (curl, the CLI, Kubernetes probes) send neither.
+rebinding), except on signed webhook paths, which tunnels reach under their own
+Host and whose signature proves the caller. Plain clients (curl, the CLI,
+Kubernetes probes, webhook senders) send neither.
 
 Input: any JSON value is accepted and handed to the root nodes as it is
 (objects, but also lists, strings, numbers, null); an empty body or a GET
