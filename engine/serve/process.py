@@ -224,6 +224,8 @@ class ServingEngine:
                 "webhooks: %s",
                 ", ".join(f"POST {hook['path']} ({hook['signature']})" for hook in self.webhooks.report()),
             )
+            if not self.webhooks.dedupe:
+                log.warning("webhooks: run history is off (--history 0): repeated deliveries are not recognised and run again")
         if options.watch:
             self._watch = asyncio.get_running_loop().create_task(self.engine.watch())
         log.info(

@@ -99,9 +99,8 @@ class Webhooks:
         self.routes = {route.path: route for route in routes}
         self.clock = clock
         self._shielded: set[asyncio.Task] = set()
+        # Repeated deliveries are recognised through the gate's idempotency keys, which live in the history.
         self.dedupe = gate.history is not None
-        if self.routes and not self.dedupe:
-            log.warning("webhooks: run history is off (--history 0): repeated deliveries are not recognised and run again")
 
     @classmethod
     def for_spec(cls, gate: RunGate, spec: workflow_pb2.WorkflowSpec, secrets: Mapping[str, Any], **kwargs: Any) -> "Webhooks":
