@@ -30,7 +30,10 @@ BINARY = "docker-registry"
 class Registry:
     """A registry process; `restart()` keeps its port and storage."""
 
-    def __init__(self, workdir: Path, *, htpasswd: tuple[str, str] | None = None, token_auth: dict | None = None) -> None:
+    def __init__(self, workdir: Path, *, htpasswd: tuple[str, str] | None = None, token_auth: dict | None = None,
+                 listen: str = "127.0.0.1") -> None:  # fmt: skip
+        """``listen="0.0.0.0"``: also reachable from a test node's network namespace (tests/kube_node.py);
+        ``host`` stays the loopback address."""
         if shutil.which(BINARY) is None:
             raise RuntimeError(f"{BINARY} is not installed: apt-get install -y docker-registry")
         self.workdir = Path(workdir)
@@ -52,7 +55,7 @@ class Registry:
             "version: 0.1\n"
             "log:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.workdir / 'storage'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n" + auth
+            f"http:\n  addr: {listen}:{self.port}\n" + auth
         )
         self.process: subprocess.Popen | None = None
         self.log = self.workdir / "registry.log"

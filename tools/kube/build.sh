@@ -55,15 +55,33 @@ module_version() {
     awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$1/go.mod"
 }
 
-# build_tool NAME MODDIR PACKAGE MODULE LDFLAGS [TAGS]   (MODDIR relative to tools/)
+# patched_modfile MODDIR MODULE PATCH OUT: an alternate go.mod (OUT/go.mod, for
+# go build -modfile) that replaces MODULE with a copy of its source in OUT/src
+# with PATCH applied (unified diff, a/ b/ paths from the module's root). The
+# module cache stays as the proxy served it, and go.sum still pins everything else.
+patched_modfile() {
+    local moddir=$1 module=$2 patch=$3 out=$4 src
+    src=$("$go" list -C "$moddir" -mod=readonly -m -f '{{.Dir}}' "$module") || die "cannot locate $module"
+    mkdir -p "$out"
+    cp -r "$src" "$out/src"
+    chmod -R u+w "$out/src"
+    patch -s -p1 -d "$out/src" <"$patch" || die "$patch does not apply to $module"
+    cp "$moddir/go.mod" "$out/go.mod"
+    cp "$moddir/go.sum" "$out/go.sum"
+    printf '\nreplace %s => %s\n' "$module" "$out/src" >>"$out/go.mod"
+}
+
+# build_tool NAME MODDIR PACKAGE MODULE LDFLAGS [TAGS] [PATCH]   (MODDIR relative to tools/,
+# PATCH relative to MODDIR: a patch to the module's source, built through go build -modfile)
 build_tool() {
-    local name=$1 moddir=$tools_dir/$2 pkg=$3 module=$4 ldflags=$5 tags=${6:-}
-    local version key dir out tmp start
+    local name=$1 moddir=$tools_dir/$2 pkg=$3 module=$4 ldflags=$5 tags=${6:-} patch=${7:-}
+    local version key dir out tmp start patched=()
     version=$(module_version "$moddir" "$module")
     [[ -n $version ]] || die "$moddir/go.mod does not require $module"
-    # A module with Go code of its own (coredns's main.go) hashes that too.
+    # A module with Go code of its own (coredns's main.go) or a patch hashes that too.
     local sources=("$moddir/go.mod" "$moddir/go.sum")
     mapfile -t -O 2 sources < <(compgen -G "$moddir/*.go" | sort)
+    [[ -z $patch ]] || sources+=("$moddir/$patch")
     key=$(cat "${sources[@]}" <(printf '%s\n%s\n%s\n' "$go_version" "$ldflags" "$tags") |
         sha256sum | cut -c1-12)
     dir=$cache/$name/$version-$key
@@ -73,11 +91,17 @@ build_tool() {
         start=$SECONDS
         mkdir -p "$dir"
         tmp=$(mktemp "$dir/.$name.XXXXXX")
+        if [[ -n $patch ]]; then
+            patched_modfile "$moddir" "$module" "$moddir/$patch" "$tmp.patched"
+            patched=(-modfile "$tmp.patched/go.mod")
+            log "patching $module with $patch"
+        fi
         if ! CGO_ENABLED=0 "$go" build -C "$moddir" -mod=readonly -trimpath -buildvcs=false \
-            -p "$jobs" -tags "$tags" -ldflags "-s -w $ldflags" -o "$tmp" "$pkg"; then
-            rm -f "$tmp"
+            -p "$jobs" -tags "$tags" "${patched[@]}" -ldflags "-s -w $ldflags" -o "$tmp" "$pkg"; then
+            rm -rf "$tmp" "$tmp.patched"
             die "go build $pkg failed"
         fi
+        rm -rf "$tmp.patched"
         chmod 0755 "$tmp"
         mv -f "$tmp" "$out"
         log "built $name $version in $((SECONDS - start))s"
@@ -141,15 +165,18 @@ build_cni() {
 
 # gVisor from its `go` branch (the module proxy serves it as a pseudo-version):
 # newer than Debian 13's 2024-07-29 runsc, whose own network stack does not
-# start on Linux >= 6.11 (gvisor#10704).
+# start on Linux >= 6.11 (gvisor#10704). The shim gets one patch
+# (tools/gvisor/go/shim-oom-score.patch): it gives up when it may not lower
+# its OOM score, which root cannot do without CAP_SYS_RESOURCE (as in the VMs
+# these tests run in); patched, it warns and goes on, as containerd's shims do.
 build_gvisor() {
-    local v pkg
+    local v pkg patch=""
     v=$(module_version "$tools_dir/gvisor/go" gvisor.dev/gvisor)
     case $1 in
         runsc) pkg=gvisor.dev/gvisor/runsc ;;
-        containerd-shim-runsc-v1) pkg=gvisor.dev/gvisor/shim ;;
+        containerd-shim-runsc-v1) pkg=gvisor.dev/gvisor/shim patch=shim-oom-score.patch ;;
     esac
-    build_tool "$1" gvisor/go "$pkg" gvisor.dev/gvisor "-X gvisor.dev/gvisor/runsc/version.version=$v"
+    build_tool "$1" gvisor/go "$pkg" gvisor.dev/gvisor "-X gvisor.dev/gvisor/runsc/version.version=$v" "" "$patch"
 }
 
 build_coredns() {
