@@ -342,6 +342,8 @@ imports = ['{self.dir / "containerd.d"}/*.toml']
 {pinned}
 [plugins.'io.containerd.cri.v1.runtime']
   enable_selinux = false
+  # Pods' network namespaces under our state, not /var/run/netns: stop() removes them.
+  netns_mounts_under_state_dir = true
   # Root here lacks CAP_SYS_RESOURCE, so no OOM score may go below containerd's
   # own (the kubelet asks -998 for pod sandboxes): as for rootless containerd.
   restrict_oom_score_adj = true
@@ -620,22 +622,24 @@ imports = ['{self.dir / "containerd.d"}/*.toml']
         for point in sorted(mounts, key=len, reverse=True):
             _run("umount", "-l", point, check=False)
 
-    def _remove_cgroups(self) -> None:
+    def _remove_cgroups(self, timeout: float = 15.0) -> None:
+        """rmdir the kubelet's cgroups, deepest first; killed processes may take a moment to leave them."""
         if not self.cgroup_root:
             return
-        for hierarchy in CGROUP_V1_ROOT.iterdir() if CGROUP_V1_ROOT.exists() else []:
-            top = hierarchy / self.cgroup_root.lstrip("/")
-            if not top.is_dir():
-                continue
-            for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-                try:
-                    directory.rmdir()
-                except OSError:
-                    pass
-            try:
-                top.rmdir()
-            except OSError:
-                pass
+        tops = [h / self.cgroup_root.lstrip("/") for h in CGROUP_V1_ROOT.iterdir()] if CGROUP_V1_ROOT.exists() else []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = []
+            for top in (t for t in tops if t.is_dir()):
+                for directory in sorted([top, *(p for p in top.rglob("*") if p.is_dir())],
+                                        key=lambda p: len(p.parts), reverse=True):  # fmt: skip
+                    try:
+                        directory.rmdir()
+                    except OSError:
+                        left.append(directory)
+            if not left or time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
 
 
 def _http_ok(url: str) -> bool:
