@@ -33,9 +33,9 @@ from k8s.client import connect
 from tests import node_images
 from tests.image_support import real_base, shared_cache
 from tests.k8s_support import REPO, cli, ensure_runtime_class, new_namespace
-from tests.kube_cluster import KubeCluster, find_binary
+from tests.kube_cluster import KubeCluster
 from tests.kube_node import KubeNode, node_cluster_options
-from tests.registry_server import Registry
+from tests.registry_server import Registry, crane
 
 NAME = "node-flow"
 GREET = '''
@@ -117,12 +117,6 @@ def node_env(tmp_path_factory):
         registry.stop()
 
 
-def crane(*args: str) -> str:
-    proc = subprocess.run([str(find_binary("crane")), *args], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"crane {' '.join(args)}: {proc.stderr}"
-    return proc.stdout
-
-
 def wait_for(what: str, check, timeout: float, diagnostics=lambda: "") -> object:
     deadline = time.monotonic() + timeout
     last = None
@@ -157,14 +151,14 @@ def test_workflow_life_on_a_real_node(node_env, tmp_path, tmp_path_factory):
     pushed = built.json()
     timings["build --push"] = time.monotonic() - started
     image = f"{push_registry}/{NAME}:1.0.0"
-    crane("validate", "--remote", image, "--insecure")
-    manifest = crane("manifest", image, "--insecure")
+    crane("validate", "--remote", image)
+    manifest = crane("manifest", image)
     assert "sha256:" + hashlib.sha256(manifest.encode()).hexdigest() == pushed["digest"], (manifest, pushed)
-    assert crane("digest", image, "--insecure").strip() == pushed["digest"]
+    assert crane("digest", image).strip() == pushed["digest"]
 
     curl_image = node_images.push(node_images.curl_layout(base, tmp_path / "curl", shared_cache(tmp_path_factory)),
                                   f"{push_registry}/curl:trixie")  # fmt: skip
-    crane("validate", "--remote", curl_image, "--insecure")
+    crane("validate", "--remote", curl_image)
 
     # deploy --wait: the real kubelet reports the replica ready.
     started = time.monotonic()

@@ -22,9 +22,26 @@ from builder.oci import (
     image_index,
     image_manifest,
 )
+from tests.kube_cluster import cache_dir
 from tests.support import free_port
 
 BINARY = "docker-registry"
+# crane (github.com/google/go-containerregistry, built by tools/kube/build.sh): an
+# independent client to check what our push left in a registry. Located when this
+# module is imported, before a test points PIPEDREAMER_CACHE elsewhere.
+CRANE = Path(os.environ.get("PIPEDREAMER_CRANE") or cache_dir() / "bin" / "crane")
+
+
+def crane(*args: str) -> str:
+    """`crane ARGS --insecure` (plain HTTP to the test registry); its stdout, or the test fails with its stderr."""
+    import pytest
+
+    if not os.access(CRANE, os.X_OK):
+        pytest.fail(f"crane not found at {CRANE}; build it with: bash tools/kube/build.sh crane")
+    proc = subprocess.run([str(CRANE), *args, "--insecure"], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.fail(f"crane {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
 
 
 class Registry:
