@@ -29,7 +29,12 @@ API server's ``/readyz`` answers 200:
   gets its ``default`` ServiceAccount, without which a Pod is refused),
   ``namespace`` (deleting a namespace finishes), ``garbagecollector``,
   ``deployment`` and ``replicaset`` (a Deployment gets a ReplicaSet and
-  Pods, which stay Pending: there is no scheduler and no kubelet).
+  Pods, which stay Pending: there is no scheduler and no kubelet);
+* ``scheduler=True`` adds a kube-scheduler, and ``client_kubeconfig()`` and
+  ``issue_serving_cert()`` give a node's parts their credentials: a cluster
+  started with ``tests.kube_node.node_cluster_options()`` gets a real node
+  from ``tests/kube_node.py``. The API server always has a client
+  certificate for kubelets (``system:masters``), as a real one does.
 
 Startup takes a few seconds (about 5-10 s on two cores), so start the cluster
 once per pytest session and give each test its own namespace::
