@@ -128,6 +128,8 @@ def wait_for(what: str, check, timeout: float, diagnostics=lambda: "") -> object
     pytest.fail(f"{what}: not within {timeout:g}s (last: {last})\n{diagnostics()}")
 
 
+# The CronJob alone may take a minute to fire; the node's start is in the budget too.
+@pytest.mark.timeout(600)
 def test_workflow_life_on_a_real_node(node_env, tmp_path, tmp_path_factory):
     cluster, node, registry = node_env
     kubeconfig = cluster.kubeconfig

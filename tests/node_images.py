@@ -49,11 +49,13 @@ PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def kubernetes_module_dir() -> Path:
     """The pinned k8s.io/kubernetes module's source in Go's module cache (tools/kube/build.sh downloaded it)."""
     gomod = Path(__file__).resolve().parent.parent / "tools" / "kube" / "kubernetes"
-    out = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"], cwd=gomod,
+    # `go mod download` fetches it when the module cache lost it since the build, and prints where it is.
+    out = subprocess.run(["go", "mod", "download", "-json", "k8s.io/kubernetes"], cwd=gomod,
                          capture_output=True, text=True)  # fmt: skip
-    if out.returncode != 0 or not out.stdout.strip():
-        raise RuntimeError(f"cannot find the k8s.io/kubernetes module (run tools/kube/build.sh): {out.stderr.strip()}")
-    return Path(out.stdout.strip())
+    try:
+        return Path(json.loads(out.stdout)["Dir"])
+    except (ValueError, KeyError):
+        raise RuntimeError(f"cannot find the k8s.io/kubernetes module: {out.stderr.strip() or out.stdout.strip()}") from None
 
 
 def _write_image(out: Path, layers: list, config: dict, tag: str) -> Path:
