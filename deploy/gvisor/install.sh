@@ -120,8 +120,9 @@ install_binaries() {
     done
 }
 
-# containerd 2.x reads config version 3 (CRI runtime plugin io.containerd.cri.v1.runtime);
-# containerd 1.x reads version 2 (io.containerd.grpc.v1.cri).
+# The drop-in registers the handler the RuntimeClass names (handler: runsc):
+#   containerd 2.x, config version 3: [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runsc]
+#   containerd 1.x, config version 2: [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
 dropin_content() {
     local version="" config_version=3 table='plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runsc'
     if [[ -x $CONTAINERD ]]; then
