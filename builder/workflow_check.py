@@ -46,12 +46,13 @@ def main(argv: list[str]) -> int:
     # loader rightly refuses nodes that resolve outside their directory. So the
     # check runs on a copy at the same relative path: messages name the files
     # as they are named in the checkout.
-    with tempfile.TemporaryDirectory(dir=os.environ.get("TEST_TMPDIR")) as scratch:
+    parent = os.environ.get("TEST_TMPDIR") or tempfile.gettempdir()
+    with tempfile.TemporaryDirectory(dir=parent) as scratch:
         shutil.copytree(directory, pathlib.Path(scratch) / directory, symlinks=False)
         os.chdir(scratch)
         # `pipedreamer test`'s defaults (/tmp writable, no network: fixtures answer
-        # ctx.fetch), and the scratch copy writable so that it can be removed.
-        return check(directory, sandbox.PermissionPolicy(allow_write=("/tmp", scratch)))
+        # ctx.fetch), and where the scratch copy lives, so that it can be removed.
+        return check(directory, sandbox.PermissionPolicy(allow_write=("/tmp", parent)))
 
 
 if __name__ == "__main__":

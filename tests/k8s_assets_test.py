@@ -191,6 +191,22 @@ def test_install_writes_v2_config_for_containerd_1(node):
     assert "version = 2" in text and '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]' in text
 
 
+def test_install_for_any_containerd_drop_in_directory_with_a_shim_config(node):
+    root, env = node
+    config = root / "runsc.toml"
+    config.write_text('binary_name = "/opt/runsc"\n')
+    env.update(CONTAINERD_CONFIG_D=str(root / "conf.d"), RUNSC_CONFIG=str(config))
+    result = run_install(env)
+    assert result.returncode == 0, result.stderr
+    assert not (root / "containerd.d").exists()
+    text = (root / "conf.d" / "gvisor.toml").read_text()
+    assert '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runsc.options]' in text
+    assert 'TypeUrl = "io.containerd.runsc.v1.options"' in text and f'ConfigPath = "{config}"' in text
+    env["RUNSC_CONFIG"] = str(root / "missing.toml")
+    refused = run_install(env)
+    assert refused.returncode == 1 and "missing.toml does not exist" in refused.stderr
+
+
 def test_install_refuses_a_binary_that_does_not_match_its_hash(node):
     root, env = node
     (root / "release" / "runsc").write_text("#!/bin/sh\necho tampered\n")

@@ -10,6 +10,9 @@ publishes it in the Service's EndpointSlice. Then:
 * `pipedreamer run` goes CLI → API server service proxy → the engine inside gVisor;
 * `pipedreamer logs` goes CLI → API server pods/log → the stand-in kubelet,
   which answers with the sandboxed engine's real output.
+
+tests/k8s_node_test.py does the same (and more) on a real node; this test
+stays as the quick one on the shared cluster, which keeps no kubelet.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ real API server's service proxy to a real engine (`pipedreamer dev` in a network
 
 from __future__ import annotations
 
+import os
 import json
 import sys
 import urllib.parse
@@ -14,6 +15,7 @@ from k8s import kinds
 from k8s.run import proxy_path
 from tests.k8s_support import REPO, cli, deploy, engine_pod, make_workflow, publish_endpoint, set_pod_running
 from tests.netns_host import NetnsHost, can_create_netns, wait_http
+from tools.pytest import child_python
 
 
 @pytest.fixture
@@ -25,8 +27,10 @@ def nightly(tmp_path):
     host = NetnsHost()
     try:
         host.start(
-            [str(REPO / "pipedreamer"), "dev", str(workflow), "--host", host.ip, "--port", "8080", "--grpc-port", "9090", "--no-watch"],
+            [*child_python.cli_command(REPO), "dev", str(workflow), "--host", host.ip, "--port", "8080", "--grpc-port", "9090",
+             "--no-watch"],
             tmp_path / "engine.log",
+            env={**os.environ, "PYTHONPATH": child_python.pythonpath(REPO)},
         )
         try:
             wait_http(f"http://{host.ip}:8080/readyz")

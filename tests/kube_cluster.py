@@ -29,7 +29,12 @@ API server's ``/readyz`` answers 200:
   gets its ``default`` ServiceAccount, without which a Pod is refused),
   ``namespace`` (deleting a namespace finishes), ``garbagecollector``,
   ``deployment`` and ``replicaset`` (a Deployment gets a ReplicaSet and
-  Pods, which stay Pending: there is no scheduler and no kubelet).
+  Pods, which stay Pending: there is no scheduler and no kubelet);
+* ``scheduler=True`` adds a kube-scheduler, and ``client_kubeconfig()`` and
+  ``issue_serving_cert()`` give a node's parts their credentials: a cluster
+  started with ``tests.kube_node.node_cluster_options()`` gets a real node
+  from ``tests/kube_node.py``. The API server always has a client
+  certificate for kubelets (``system:masters``), as a real one does.
 
 Startup takes a few seconds (about 5-10 s on two cores), so start the cluster
 once per pytest session and give each test its own namespace::
@@ -86,12 +91,15 @@ CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/12"
 CONTROLLERS = "serviceaccount,namespace,garbagecollector,deployment,replicaset"
+AUTHORIZATION_MODE = "RBAC"
+ADMISSION_PLUGINS = "NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,RuntimeClass,ResourceQuota"
 
 _ENV_OVERRIDES = {
     "kube-apiserver": "PIPEDREAMER_KUBE_APISERVER",
     "etcd": "PIPEDREAMER_ETCD",
     "kube-controller-manager": "PIPEDREAMER_KUBE_CONTROLLER_MANAGER",
     "kube-score": "PIPEDREAMER_KUBE_SCORE",
+    "kube-scheduler": "PIPEDREAMER_KUBE_SCHEDULER",
 }
 
 
@@ -266,6 +274,8 @@ class KubeCluster:
     keep_dir: bool = False
     _procs: list[_Proc] = field(default_factory=list, repr=False)
     _admin_cert: tuple[str, str] = ("", "")
+    _ssl: "_Openssl | None" = field(default=None, repr=False)
+    _ca: tuple[Path, Path] = field(default=(Path(), Path()), repr=False)
 
     # ----------------------------------------------------------------- start
 
@@ -277,18 +287,32 @@ class KubeCluster:
         controller_manager: bool = True,
         keep_dir: bool | None = None,
         extra_apiserver_args: list[str] | tuple[str, ...] = (),
+        controllers: str = CONTROLLERS,
+        scheduler: bool = False,
+        bind_address: str = "127.0.0.1",
+        authorization_mode: str = AUTHORIZATION_MODE,
+        admission_plugins: str = ADMISSION_PLUGINS,
     ) -> "KubeCluster":
         """Start the cluster; return once ``/readyz`` is 200 (or raise KubeClusterError).
 
         ``timeout`` bounds the whole startup. ``controller_manager=False``
         runs the API server alone (no ``default`` ServiceAccounts, namespaces
-        stay Terminating). ``keep_dir`` keeps the temporary directory after
-        ``stop()`` (default: ``$PIPEDREAMER_KUBE_KEEP`` set). Extra API server
-        flags go last and so win.
+        stay Terminating); ``controllers`` is its ``--controllers``.
+        ``scheduler=True`` adds a kube-scheduler (for clusters with a real
+        node, tests/kube_node.py). ``bind_address`` is where the API server
+        listens (``0.0.0.0`` lets a node in a network namespace of its own reach
+        it at ``advertise_address``; kubeconfigs still name 127.0.0.1).
+        ``authorization_mode`` and ``admission_plugins`` are the API server's
+        ``--authorization-mode`` and ``--enable-admission-plugins`` (list flags,
+        which repeating would extend rather than replace).
+        ``keep_dir`` keeps the temporary directory after ``stop()`` (default:
+        ``$PIPEDREAMER_KUBE_KEEP`` set). Extra API server flags go last and so win.
         """
         binaries = {"etcd": find_binary("etcd"), "kube-apiserver": find_binary("kube-apiserver")}
         if controller_manager:
             binaries["kube-controller-manager"] = find_binary("kube-controller-manager")
+        if scheduler:
+            binaries["kube-scheduler"] = find_binary("kube-scheduler")
         if keep_dir is None:
             keep_dir = bool(os.environ.get("PIPEDREAMER_KUBE_KEEP"))
         deadline = time.monotonic() + timeout
@@ -296,7 +320,8 @@ class KubeCluster:
             directory = Path(tempfile.mkdtemp(prefix="pipedreamer-kube-"))
             cluster = cls(dir=directory, keep_dir=keep_dir)
             try:
-                cluster._start(binaries, deadline, list(extra_apiserver_args))
+                cluster._start(binaries, deadline, list(extra_apiserver_args), controllers, bind_address,
+                               authorization_mode, admission_plugins)
             except KubeClusterError as exc:
                 cluster.stop()
                 # Ports are picked free, then bound by the servers: another
@@ -311,16 +336,24 @@ class KubeCluster:
             return cluster
         raise AssertionError("unreachable")
 
-    def _start(self, binaries: dict[str, Path], deadline: float, extra: list[str]) -> None:
+    def _start(self, binaries: dict[str, Path], deadline: float, extra: list[str], controllers: str,
+               bind_address: str, authorization_mode: str, admission_plugins: str) -> None:  # fmt: skip
         pki = self.dir / "pki"
         pki.mkdir()
-        ssl_ = _Openssl(pki)
-        ca = ssl_.ca("ca", "/CN=pipedreamer-test-ca")
+        ssl_ = self._ssl = _Openssl(pki)
+        ca = self._ca = ssl_.ca("ca", "/CN=pipedreamer-test-ca")
+        self.advertise_address = host_address()
+        # A real node (in a network namespace of its own) reaches the API server at that address.
+        advertised = f"IP:{self.advertise_address}," if self.advertise_address else ""
         serving = ssl_.leaf(
             "apiserver", "/CN=kube-apiserver", ca, "serverAuth",
-            "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+            f"IP:127.0.0.1,{advertised}IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
             "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local",
         )  # fmt: skip
+        # How the API server proves itself to kubelets (pods/log, exec): a real
+        # kubelet checks it against the cluster CA; the stand-in ignores it.
+        kubelet_client = ssl_.leaf("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client",
+                                   ca, "clientAuth")  # fmt: skip
         admin = ssl_.leaf("admin", f"/O=system:masters/CN={ADMIN_USER}", ca, "clientAuth")
         noaccess = ssl_.leaf("noaccess", f"/CN={NOACCESS_USER}", ca, "clientAuth")
         sa_key, sa_pub = ssl_.signing_key("sa")
@@ -342,7 +375,6 @@ class KubeCluster:
         self.kubeconfig = str(self._write_kubeconfig("admin", ADMIN_USER, admin))
         self.kubeconfig_noaccess = str(self._write_kubeconfig("noaccess", NOACCESS_USER, noaccess))
 
-        self.advertise_address = host_address()
         if self.advertise_address:
             publish = [f"--advertise-address={self.advertise_address}", "--endpoint-reconciler-type=lease"]
         else:
@@ -364,7 +396,7 @@ class KubeCluster:
         ])  # fmt: skip
         # The API server waits for etcd on its own; starting both now saves time.
         self._spawn("kube-apiserver", binaries["kube-apiserver"], [
-            "--bind-address=127.0.0.1",
+            f"--bind-address={bind_address}",
             *publish,
             f"--secure-port={api_port}",
             f"--etcd-servers={self.etcd_url}",
@@ -372,16 +404,17 @@ class KubeCluster:
             f"--tls-private-key-file={serving[0]}",
             f"--client-ca-file={ca[1]}",
             f"--token-auth-file={tokens}",
-            "--authorization-mode=RBAC",
+            f"--authorization-mode={authorization_mode}",
             # As kubeadm and k0s do: PodSecurity, not this flag, keeps
             # privileged pods out of restricted namespaces.
             "--allow-privileged=true",
-            "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
-            "PodSecurity,RuntimeClass,ResourceQuota",
+            f"--enable-admission-plugins={admission_plugins}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={sa_pub}",
             f"--service-account-signing-key-file={sa_key}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--kubelet-client-certificate={kubelet_client[1]}",
+            f"--kubelet-client-key={kubelet_client[0]}",
             "--profiling=false",
             *extra,
         ])  # fmt: skip
@@ -396,7 +429,7 @@ class KubeCluster:
                 f"--kubeconfig={cm_kubeconfig}",
                 f"--authentication-kubeconfig={cm_kubeconfig}",
                 f"--authorization-kubeconfig={cm_kubeconfig}",
-                f"--controllers={CONTROLLERS}",
+                f"--controllers={controllers}",
                 "--leader-elect=false",
                 "--use-service-account-credentials=true",  # as kubeadm: one identity per controller
                 "--bind-address=127.0.0.1",
@@ -407,6 +440,30 @@ class KubeCluster:
                 f"--cluster-signing-key-file={ca[0]}",
             ])  # fmt: skip
             self._wait_default_serviceaccount(deadline)
+        if "kube-scheduler" in binaries:
+            scheduler = self.client_kubeconfig("scheduler", "system:kube-scheduler")
+            self._spawn("kube-scheduler", binaries["kube-scheduler"], [
+                f"--kubeconfig={scheduler}",
+                f"--authentication-kubeconfig={scheduler}",
+                f"--authorization-kubeconfig={scheduler}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",
+            ])  # fmt: skip
+
+    def client_kubeconfig(self, name: str, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig for a new client certificate of ``user`` (in ``groups``), signed by the cluster CA.
+
+        Its server is ``server`` (loopback); a node in its own network
+        namespace rewrites it to ``advertise_address``.
+        """
+        subject = "".join(f"/O={group}" for group in groups) + f"/CN={user}"
+        cert = self._ssl.leaf(f"client-{name}", subject, self._ca, "clientAuth")
+        return self._write_kubeconfig(name, user, cert)
+
+    def issue_serving_cert(self, name: str, san: str) -> tuple[Path, Path]:
+        """(key, certificate) for a server (a kubelet), signed by the cluster CA."""
+        return self._ssl.leaf(f"serving-{name}", f"/CN={name}", self._ca, "serverAuth", san)
 
     def _write_kubeconfig(self, name: str, user: str, cert: tuple[Path, Path]) -> Path:
         path = self.dir / f"kubeconfig-{name}.yaml"

@@ -12,7 +12,7 @@ import pytest
 from builder.errors import BuildError
 from builder.oci import INDEX_MEDIA_TYPE, Platform, read_base
 from builder.registry import Credentials, docker_config_credentials, pull_base, push_image
-from tests.registry_server import Registry, docker_config, make_layout
+from tests.registry_server import Registry, crane, docker_config, make_layout
 
 
 def top_digest(layout: Path) -> str:
@@ -42,6 +42,9 @@ def test_push_then_read_back_by_tag(tmp_path: Path, registry: Registry, cache: P
     assert response.status_code == 200
     assert response.headers["Docker-Content-Digest"] == result.digest
     assert response.content == (layout / "blobs" / "sha256" / result.digest[7:]).read_bytes()
+    # An independent client agrees: every blob is there and matches its digest.
+    crane("validate", "--remote", f"{registry.host}/flows/hello:1.0.0")
+    assert crane("manifest", f"{registry.host}/flows/hello:1.0.0").encode() == response.content
 
     again = push_image(layout, f"{registry.host}/flows/hello:1.0.0")
     assert (again.uploaded, again.skipped, again.digest) == (0, 3, result.digest)
@@ -63,6 +66,8 @@ def test_multi_platform_index_children_first(tmp_path: Path, registry: Registry,
     assert index["mediaType"] == INDEX_MEDIA_TYPE
     for child in index["manifests"]:
         assert registry.get_manifest("multi", child["digest"]).status_code == 200
+    crane("validate", "--remote", f"{registry.host}/multi:1.0.0")  # the index and every platform's image
+    assert crane("digest", f"{registry.host}/multi:1.0.0").strip() == result.digest
 
 
 def test_cross_repository_mount_for_blobs_pushed_before(tmp_path: Path, registry: Registry, cache: Path) -> None:
@@ -140,6 +145,7 @@ def test_registry_killed_mid_push_then_back_push_retries_and_completes(tmp_path:
     assert time.monotonic() - started >= 1.0  # it really waited for the registry
     response = registry.get_manifest("flaky", "1.0.0")
     assert response.headers["Docker-Content-Digest"] == result.digest == top_digest(layout)
+    crane("validate", "--remote", f"{registry.host}/flaky:1.0.0")  # no blob left half-written by the retries
 
 
 def test_registry_killed_mid_push_fails_cleanly_without_a_manifest(tmp_path: Path, registry: Registry, cache: Path) -> None:

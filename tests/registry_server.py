@@ -22,15 +22,35 @@ from builder.oci import (
     image_index,
     image_manifest,
 )
+from tests.kube_cluster import cache_dir
 from tests.support import free_port
 
 BINARY = "docker-registry"
+# crane (github.com/google/go-containerregistry, built by tools/kube/build.sh): an
+# independent client to check what our push left in a registry. Located when this
+# module is imported, before a test points PIPEDREAMER_CACHE elsewhere.
+CRANE = Path(os.environ.get("PIPEDREAMER_CRANE") or cache_dir() / "bin" / "crane")
+
+
+def crane(*args: str) -> str:
+    """`crane ARGS --insecure` (plain HTTP to the test registry); its stdout, or the test fails with its stderr."""
+    import pytest
+
+    if not os.access(CRANE, os.X_OK):
+        pytest.fail(f"crane not found at {CRANE}; build it with: bash tools/kube/build.sh crane")
+    proc = subprocess.run([str(CRANE), *args, "--insecure"], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.fail(f"crane {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
 
 
 class Registry:
     """A registry process; `restart()` keeps its port and storage."""
 
-    def __init__(self, workdir: Path, *, htpasswd: tuple[str, str] | None = None, token_auth: dict | None = None) -> None:
+    def __init__(self, workdir: Path, *, htpasswd: tuple[str, str] | None = None, token_auth: dict | None = None,
+                 listen: str = "127.0.0.1") -> None:  # fmt: skip
+        """``listen="0.0.0.0"``: also reachable from a test node's network namespace (tests/kube_node.py);
+        ``host`` stays the loopback address."""
         if shutil.which(BINARY) is None:
             raise RuntimeError(f"{BINARY} is not installed: apt-get install -y docker-registry")
         self.workdir = Path(workdir)
@@ -52,7 +72,7 @@ class Registry:
             "version: 0.1\n"
             "log:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.workdir / 'storage'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n" + auth
+            f"http:\n  addr: {listen}:{self.port}\n" + auth
         )
         self.process: subprocess.Popen | None = None
         self.log = self.workdir / "registry.log"

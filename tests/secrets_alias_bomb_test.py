@@ -3,12 +3,14 @@ refuses it at once, naming the file, instead of expanding it for ever."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support import REPO, write_workflow
+from tools.pytest import child_python
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,7 +23,8 @@ ECHO = {"echo": "async def run(ctx, input):\n    return input\n"}
 
 def pipedreamer(*args: str) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([str(REPO / "pipedreamer"), *args], capture_output=True, text=True, timeout=60)
+        env = dict(os.environ, PYTHONPATH=child_python.pythonpath(REPO))
+        return subprocess.run([*child_python.cli_command(REPO), *args], env=env, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"pipedreamer {' '.join(args)} still running after 60 s: the alias bomb was expanded") from exc
 

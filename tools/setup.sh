@@ -4,12 +4,15 @@
 # something is missing, saying what and how long it took.
 #
 #   1. Debian packages: nats-server, docker-registry, runc/umoci, openssl,
-#      shellcheck, htpasswd, iproute2, libseccomp2, qemu-user-static (needs root:
-#      when not root, it prints the apt-get line to run and stops)
+#      htpasswd, iproute2, libseccomp2, qemu-user-static, iptables, gcc, and
+#      the linter shellcheck (needs root: when not root, it prints the apt-get
+#      line to run and stops)
 #   2. buildifier, from npm, into .tools/
-#   3. the Go-built Kubernetes tools (kube-apiserver, kube-controller-manager,
-#      etcd, kube-score), cached in ${PIPEDREAMER_CACHE:-~/.cache/pipedreamer}/kube
-#      (cold: 10-20 min on 2 cores; warm: under a second)
+#   3. the Go-built Kubernetes tools: the control plane (kube-apiserver,
+#      kube-controller-manager, etcd), kube-score, crane, and a node's parts
+#      (kubelet, kube-scheduler, kube-proxy, containerd, CNI plugins, gVisor's
+#      runsc and shim, CoreDNS), cached in ${PIPEDREAMER_CACHE:-~/.cache/pipedreamer}/kube
+#      (cold: 20-30 min on 2 cores; warm: under a second)
 #   4. .venv from the hashed locks, and the generated protobuf modules
 #
 # ./test runs it before pytest; .ci/run runs ./test. Run it alone to prepare a machine.
@@ -21,8 +24,11 @@ export PIPEDREAMER_CACHE="${PIPEDREAMER_CACHE:-$HOME/.cache/pipedreamer}"
 # Real servers and tools the tests start: NATS, an OCI registry, runc/umoci,
 # wrk for benchmarks, shellcheck for deploy scripts, htpasswd for registry auth.
 # qemu-user-static runs the arm64 base's own ldconfig when assembling that base.
+# The test node (tests/kube_node.py): iptables for kube-proxy (inside the node's
+# own network namespace), util-linux's nsenter, gcc and libc6-dev for the static
+# pause binary, patch for the gVisor shim's patch (tools/kube/build.sh).
 PACKAGES=(nats-server docker-registry runc umoci wrk shellcheck apache2-utils iproute2 openssl
-  libseccomp2 ca-certificates qemu-user-static binfmt-support)
+  libseccomp2 ca-certificates qemu-user-static binfmt-support iptables util-linux gcc libc6-dev patch)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -62,7 +68,7 @@ build_kube_tools() {
   # build.sh is cached and says itself what it builds; the summary line only when it built.
   local start=$SECONDS
   bash "$root/tools/kube/build.sh" >/dev/null
-  ((SECONDS - start < 2)) || say "Go-built Kubernetes tools: done in $((SECONDS - start))s"
+  ((SECONDS - start < 2)) || say "Go-built Kubernetes tools and node parts: done in $((SECONDS - start))s"
 }
 
 install_packages

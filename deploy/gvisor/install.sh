@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install gVisor (runsc + containerd-shim-runsc-v1) on a k0s node and register
-# it with k0s's containerd as the runtime handler `runsc`.
+# it with k0s's containerd as the runtime handler `runsc`. Any other containerd
+# that imports a drop-in directory (`imports = ["/etc/containerd/conf.d/*.toml"]`)
+# works the same with CONTAINERD_CONFIG_D (tests/kube_node.py runs it so).
 #
 #   sudo bash deploy/gvisor/install.sh            # on every worker node
 #   kubectl apply -f deploy/gvisor/runtimeclass.yaml
@@ -18,8 +20,12 @@
 #                      containerd-shim-runsc-v1 and their .sha512 files
 #   INSTALL_DIR        where the binaries go (default /usr/local/bin)
 #   K0S_CONTAINERD_D   k0s's containerd drop-in directory (default /etc/k0s/containerd.d)
+#   CONTAINERD_CONFIG_D  the drop-in directory of another containerd (default K0S_CONTAINERD_D)
 #   CONTAINERD         containerd binary used to pick the config format
 #                      (default /var/lib/k0s/bin/containerd)
+#   RUNSC_CONFIG       a containerd-shim-runsc-v1 config file (runsc's path, root,
+#                      [runsc_config] flags) to name as the handler's ConfigPath;
+#                      default none: the shim runs `runsc` from containerd's PATH
 #   RESTART_K0S=1      restart the k0s service when the drop-in changed (k0s
 #                      normally picks drop-ins up on its own)
 set -euo pipefail
@@ -28,6 +34,8 @@ GVISOR_RELEASE=${GVISOR_RELEASE:-20250715.0}
 GVISOR_BIN_DIR=${GVISOR_BIN_DIR:-}
 INSTALL_DIR=${INSTALL_DIR:-/usr/local/bin}
 K0S_CONTAINERD_D=${K0S_CONTAINERD_D:-/etc/k0s/containerd.d}
+CONTAINERD_CONFIG_D=${CONTAINERD_CONFIG_D:-$K0S_CONTAINERD_D}
+RUNSC_CONFIG=${RUNSC_CONFIG:-}
 CONTAINERD=${CONTAINERD:-/var/lib/k0s/bin/containerd}
 RESTART_K0S=${RESTART_K0S:-0}
 BINARIES=(runsc containerd-shim-runsc-v1)
@@ -112,37 +120,31 @@ install_binaries() {
     done
 }
 
-# containerd 2.x reads config version 3 (CRI runtime plugin io.containerd.cri.v1.runtime);
-# containerd 1.x reads version 2 (io.containerd.grpc.v1.cri).
+# The drop-in registers the handler the RuntimeClass names (handler: runsc):
+#   containerd 2.x, config version 3: [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runsc]
+#   containerd 1.x, config version 2: [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
 dropin_content() {
-    local version=""
+    local version="" config_version=3 table='plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runsc'
     if [[ -x $CONTAINERD ]]; then
         version=$("$CONTAINERD" --version 2>/dev/null || true)
     fi
     if [[ $version =~ [[:space:]]v?1\.[0-9]+ ]]; then
-        cat <<'TOML'
-# Managed by pipedreamer deploy/gvisor/install.sh: gVisor as runtime handler "runsc".
-version = 2
-
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
-  runtime_type = "io.containerd.runsc.v1"
-TOML
-    else
-        cat <<'TOML'
-# Managed by pipedreamer deploy/gvisor/install.sh: gVisor as runtime handler "runsc".
-version = 3
-
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runsc]
-  runtime_type = "io.containerd.runsc.v1"
-TOML
+        config_version=2
+        table='plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc'
+    fi
+    printf '# Managed by pipedreamer deploy/gvisor/install.sh: gVisor as runtime handler "runsc".\n'
+    printf 'version = %s\n\n[%s]\n  runtime_type = "io.containerd.runsc.v1"\n' "$config_version" "$table"
+    if [[ -n $RUNSC_CONFIG ]]; then
+        printf '\n[%s.options]\n  TypeUrl = "io.containerd.runsc.v1.options"\n  ConfigPath = "%s"\n' \
+            "$table" "$RUNSC_CONFIG"
     fi
 }
 
 # write_dropin: returns 0 when the file changed, 1 when it was already right.
 write_dropin() {
-    local target=$K0S_CONTAINERD_D/gvisor.toml tmp
-    mkdir -p "$K0S_CONTAINERD_D"
-    tmp=$(mktemp "$K0S_CONTAINERD_D/.gvisor.toml.XXXXXX")
+    local target=$CONTAINERD_CONFIG_D/gvisor.toml tmp
+    mkdir -p "$CONTAINERD_CONFIG_D"
+    tmp=$(mktemp "$CONTAINERD_CONFIG_D/.gvisor.toml.XXXXXX")
     dropin_content >"$tmp"
     if [[ -f $target ]] && cmp -s "$tmp" "$target"; then
         rm -f "$tmp"
@@ -171,6 +173,7 @@ main() {
     [[ $(id -u) -eq 0 ]] || die "run as root (sudo bash $0)"
     need sha512sum
     need install
+    [[ -z $RUNSC_CONFIG || -f $RUNSC_CONFIG ]] || die "RUNSC_CONFIG=$RUNSC_CONFIG does not exist"
     [[ -d /etc/k0s || -x $CONTAINERD ]] ||
         die "this does not look like a k0s node (no /etc/k0s, no $CONTAINERD); for another containerd, register runtime_type io.containerd.runsc.v1 as handler runsc yourself"
 
@@ -183,7 +186,9 @@ main() {
     "$INSTALL_DIR/runsc" --version >&2 || die "$INSTALL_DIR/runsc does not run on this node"
 
     if write_dropin; then
-        if [[ $RESTART_K0S == 1 ]]; then
+        if [[ $CONTAINERD_CONFIG_D != "$K0S_CONTAINERD_D" ]]; then
+            log "restart containerd to load $CONTAINERD_CONFIG_D/gvisor.toml (if it is running)"
+        elif [[ $RESTART_K0S == 1 ]]; then
             restart_k0s
         else
             log "k0s picks up $K0S_CONTAINERD_D on its own; if pods with runtimeClassName gvisor fail with 'no runtime for \"runsc\"', rerun with RESTART_K0S=1"
