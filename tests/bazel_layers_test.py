@@ -19,16 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from builder.layers import file_digest
 from builder.oci import blob_path
 from builder.testing import write_fake_base
 from tools.pytest import child_python
-
-pytestmark = pytest.mark.skipif(
-    "TEST_SRCDIR" not in os.environ, reason="needs the layers `bazel test` builds (tools/bazel/run.sh test //tests:bazel_layers_test)"
-)
 
 # wheels, engine, workflow: the image's order (builder/workflow.bzl :layers).
 LAYER_NAMES = ("wheels.tar.gz", "engine_layer.tar.gz", "workflow_layer.tar.gz")

@@ -254,19 +254,11 @@ class NatsHistory:
 
     async def list(self, *, limit: int, status: int = 0, trigger: str | None = None) -> list[execution_pb2.ExecutionResult]:
         await self._wait_ready()
-        assert self.runs is not None
+        assert self.runs is not None and self.client is not None
         found: dict[str, execution_pb2.ExecutionResult] = {}
         try:
-            watcher = await self.runs.watchall(ignore_deletes=True)
-            try:
-                async for entry in watcher:
-                    if entry is None:  # the end of what is stored now
-                        break
-                    result = self._decode(entry.value)
-                    if result is not None:
-                        found[result.run_id] = result
-            finally:
-                await watcher.stop()
+            for result in await self._stored():
+                found[result.run_id] = result
         except Exception as exc:  # noqa: BLE001
             raise HistoryUnavailable(f"run history store: {self._describe(exc)}") from None
         for item, _ in list(self._pending.values()):
@@ -275,6 +267,29 @@ class NatsHistory:
         runs = [r for r in found.values() if matches(r, status, trigger)]
         runs.sort(key=started_key, reverse=True)
         return runs[:limit]
+
+    async def _stored(self) -> list[execution_pb2.ExecutionResult]:
+        """Every run in the bucket: its keys from the stream's subjects, then each key's value.
+
+        Not kv.watchall(): nats-py's watcher decides that the replay is over from
+        per-message pending counts, which under concurrent writes ends it early or
+        never (nats-io/nats.py#842), and a replica lists while the others write."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        assert self.runs is not None and self.client is not None
+        stream = f"KV_{runs_bucket(self.workflow)}"
+        prefix = f"$KV.{runs_bucket(self.workflow)}."
+        info = await self.client.jetstream().stream_info(stream, subjects_filter=prefix + ">")
+        keys = [subject[len(prefix):] for subject in (info.state.subjects or {})]
+
+        async def value(key: str) -> execution_pb2.ExecutionResult | None:
+            try:
+                return self._decode((await self.runs.get(key)).value)
+            except (KeyNotFoundError, KeyDeletedError):  # expired or deleted since the listing
+                return None
+
+        results = await asyncio.gather(*(value(key) for key in keys))
+        return [r for r in results if r is not None]
 
     def _decode(self, data: bytes | None) -> execution_pb2.ExecutionResult | None:
         if not data:

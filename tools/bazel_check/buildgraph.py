@@ -34,6 +34,7 @@ it adds. :func:`check_repo` reports every problem at once; each
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.metadata
 import os
 import re
@@ -651,8 +652,20 @@ def _target_imports(
     deps: dict[Label, Item | None] = {}
     for text in target.macro.added_deps if target.macro else ():
         deps.setdefault(_dep_key(text, target.package, hub), None)
+    listed: dict[Label, str] = {}
+    for text in target.macro.added_deps if target.macro else ():
+        with contextlib.suppress(ValueError):
+            listed[parse_label(text, target.package)] = f"{text} (added by {target.kind})"
     for item in target.items("deps"):
         deps[_dep_key(item.text, target.package, hub)] = item
+        try:
+            exact = parse_label(item.text, target.package)
+        except ValueError:
+            continue
+        if exact in listed:  # Bazel refuses the whole package then
+            message = f"deps: {item.text} is the same label as {listed[exact]}: list it once"
+            yield Finding(package.build_file, target.name, "duplicate-dep", message)
+        listed.setdefault(exact, item.text)
     used: set[Label] = set()
     complete = True
     for path in repo.source_files(target):

@@ -354,6 +354,14 @@ def test_unused_dep(repo: Path) -> None:
     ]
 
 
+def test_the_same_label_twice_in_deps(repo: Path) -> None:
+    # Bazel fails the whole package ("Label '//app:util' is duplicated in the 'deps' attribute").
+    edit(repo, "app/BUILD.bazel", 'deps = [":util"],', 'deps = [\n        ":util",\n        "//app:util",\n    ],')
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :core: deps: //app:util is the same label as :util: list it once [duplicate-dep]"
+    ]
+
+
 def test_unused_dep_marked_keep_is_accepted(repo: Path) -> None:
     edit(
         repo,

@@ -328,3 +328,24 @@ def test_the_audiences_split_the_repository_as_expected() -> None:
     assert {"engine/spec.py", "engine/__main__.py", "examples/hello/nodes/greet.py"} <= files["runtime"]
     assert {"cli/main.py", "builder/registry.py", "k8s/client.py", "tools/gen_proto.py"} <= files["cli"]
     assert {"engine/spec_test.py", "tests/conftest.py", "tools/pytest/pytest_main.py"} <= files["dev"]
+
+
+def _pip_labels(text: str) -> set[str]:
+    return set(re.findall(r'"@pip//([A-Za-z0-9_]+)"', text))
+
+
+def test_every_pip_label_of_the_bazel_files_is_in_the_hub_lock() -> None:
+    """Bazel's @pip hub is made from dev.txt: a label for anything else fails the whole build
+    (`no such package '@pip//absl_py'` once absl-py left the locks)."""
+    hub = {re.sub(r"[-_.]+", "_", name) for name in lock("dev")}
+    files = [*REPO.glob("**/BUILD.bazel"), *REPO.glob("**/*.bzl")]
+    unknown = {
+        f"{path.relative_to(REPO)}: @pip//{label}"
+        for path in files
+        if not any(part.startswith((".", "bazel-")) or part == "node_modules" for part in path.relative_to(REPO).parts)
+        for label in _pip_labels(path.read_text(encoding="utf-8")) - hub
+    }
+    assert sorted(unknown) == []
+    # The checker's index under Bazel sees exactly the hub's wheels.
+    everything = _pip_labels((REPO / "tools" / "bazel_check" / "BUILD.bazel").read_text(encoding="utf-8"))
+    assert everything >= hub - {"pip", "setuptools"}
