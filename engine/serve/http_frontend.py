@@ -28,6 +28,7 @@ that run did not finish. `GET /runs` lists recorded runs newest first, `GET
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -121,7 +122,7 @@ class HttpFrontend:
                     status=202,
                     headers={"Location": f"/runs/{run_id}", "Preference-Applied": "respond-async"},
                 )
-            result = await gate.run(payload, **options)
+            result, outcome = await gate.run_outcome(payload, **options)
         except AtCapacity as exc:
             return _error(429, str(exc), headers={"Retry-After": "1"})
         except Draining as exc:
@@ -136,7 +137,7 @@ class HttpFrontend:
             return _error(500, gate.internal_error(exc))
         return web.Response(
             status=_STATUS_CODES.get(result.status, 500),
-            body=result_to_json(result).encode(),
+            body=gate.reply_json(result, outcome).encode(),
             content_type=_JSON,
         )
 
@@ -193,6 +194,13 @@ class HttpFrontend:
         declared = request.content_length
         if declared is not None and declared > limit:
             raise _BodyError(413, f"request body is {declared} bytes; the limit is {limit} bytes (--max-body)")
+        content = request.content
+        if content.is_eof():
+            # The whole body came with the request (a small one, the usual case): nothing to wait for.
+            body = content.read_nowait()
+            if len(body) > limit:
+                raise _BodyError(413, f"request body exceeds the limit of {limit} bytes (--max-body)")
+            return body
         chunks: list[bytes] = []
         size = 0
         try:
@@ -252,6 +260,7 @@ def _limit(text: str | None) -> int:
     return limit
 
 
+@functools.lru_cache(maxsize=256)  # asked per request with the same few Host names
 def is_loopback_host(host: str) -> bool:
     """`localhost`, `*.localhost`, 127.0.0.0/8 or ::1 (a bind address or a Host header's name)."""
     name = host.strip("[]").rstrip(".").lower()
@@ -265,11 +274,11 @@ def is_loopback_host(host: str) -> bool:
 
 def refuse_caller(request: web.Request, loopback_only: bool) -> str | None:
     """Why a request must not reach the engine (a browser on another site, DNS rebinding), or None."""
-    origin = request.headers.get("Origin")
-    own = f"{request.scheme}://{request.host}"
-    if origin is not None and origin != own:
+    headers = request.headers
+    origin = headers.get("Origin")
+    if origin is not None and origin != (own := f"{request.scheme}://{request.host}"):
         return f"cross-origin request refused: Origin {origin} is not this engine ({own})"
-    site = request.headers.get("Sec-Fetch-Site")
+    site = headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("same-origin", "none"):
         return f"cross-site request refused (Sec-Fetch-Site: {site})"
     if loopback_only and "Host" in request.headers:
