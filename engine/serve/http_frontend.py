@@ -288,9 +288,12 @@ def refuse_caller(request: web.Request, loopback_only: bool) -> str | None:
     return None
 
 
-def _caller_check(loopback_only: bool, signed_paths: frozenset[str] = frozenset()) -> Callable:
-    """Refuses browsers on other sites everywhere; the loopback Host rule (DNS rebinding) everywhere but
-    on signed webhook paths, which a tunnel reaches under its own Host and whose signature proves the caller."""
+def _checked(loopback_only: bool, signed_paths: frozenset[str] = frozenset()) -> Callable:
+    """The one middleware (each one is a layer of calls per request):
+
+    * refuses browsers on other sites everywhere; the loopback Host rule (DNS rebinding) everywhere but
+      on signed webhook paths, which a tunnel reaches under its own Host and whose signature proves the caller;
+    * answers 404/405 and friends as `{"error": …}` like every other answer."""
 
     @web.middleware
     async def check(request: web.Request, handler: Callable) -> web.StreamResponse:
@@ -298,20 +301,14 @@ def _caller_check(loopback_only: bool, signed_paths: frozenset[str] = frozenset(
         if reason is not None:
             log.warning("%s %s: %s", request.method, request.path, reason)
             return _error(403, reason)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _error(exc.status, exc.reason, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
 
     return check
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
-    """404/405 and friends as `{"error": …}` like every other answer."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, exc.reason, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
 
 
 def create_app(frontend: HttpFrontend) -> web.Application:
@@ -319,7 +316,7 @@ def create_app(frontend: HttpFrontend) -> web.Application:
     webhooks = frontend.webhooks
     signed = webhooks.signed_paths if webhooks is not None else frozenset()
     app = web.Application(
-        middlewares=[_caller_check(frontend.loopback_only, signed), _json_errors], client_max_size=frontend.options.max_body
+        middlewares=[_checked(frontend.loopback_only, signed)], client_max_size=frontend.options.max_body
     )
     app.router.add_route("POST", "/run", frontend.run)
     app.router.add_route("GET", "/run", frontend.run)
