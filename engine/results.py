@@ -90,92 +90,13 @@ def set_time(message: timestamp_pb2.Timestamp | duration_pb2.Duration, seconds: 
 
 
 def result_json(result: execution_pb2.ExecutionResult, outcome: RunOutcome, redactor: Redactor | None = None) -> str:
-    """`values.result_to_json(result)` for a result `build_result` made from `outcome`, built from
-    the outcome's Python values instead of reading the message back (the HTTP answer's hot path).
-
-    The run's own fields (ids, status, error) come from `result`; outputs, node errors and times
-    from `outcome`, redacted, converted and flagged exactly as `build_result` does. Objects keep
-    the node's key order and nodes the run's order (the message's maps have their own order).
-    """
-    redact = redactor if redactor else None
-    parts = []
-    if result.run_id:
-        parts.append(f'"runId": {_string(result.run_id)}')
-    if result.workflow:
-        parts.append(f'"workflow": {_string(result.workflow)}')
-    if result.version:
-        parts.append(f'"version": {_string(result.version)}')
-    if result.status:
-        parts.append(f'"status": {_string_or_number(RUN_STATUS_NAMES.get(result.status, result.status))}')
-    if outcome.output is not None or outcome.status == execution_pb2.RUN_STATUS_SUCCEEDED:
-        parts.append(f'"output": {_encode(redact.value(outcome.output) if redact else outcome.output)}')
-    if outcome.nodes:
-        succeeded = execution_pb2.NODE_STATUS_SUCCEEDED
-        entries = []
-        for node_id, node in outcome.nodes.items():
-            fields = []
-            status = node.status
-            if status:
-                fields.append(f'"status": {_string_or_number(NODE_STATUS_NAMES.get(status, status))}')
-            redacted = False
-            if status == succeeded:
-                output = node.output
-                if redact:
-                    shown = redact.value(output)
-                    redacted = shown != output
-                    output = shown
-                fields.append(f'"output": {_encode(output)}')
-            if node.attempts:
-                fields.append(f'"attempts": {int(node.attempts)}')
-            if node.error:
-                error = _text(redact.text(node.error) if redact else node.error)
-                if error:
-                    fields.append(f'"error": {_string(error)}')
-            started = node.started_at
-            if started is not None:
-                whole = int(started)
-                fields.append(f'"startedAt": "{timestamp_text(whole, int((started - whole) * 1e9))}"')
-                took = node.duration
-                whole = int(took)
-                fields.append(f'"duration": "{duration_text(whole, int((took - whole) * 1e9))}"')
-            if redacted:
-                fields.append('"outputRedacted": true')
-            entries.append(f"{_string(node_id)}: {{{', '.join(fields)}}}")
-        parts.append(f'"nodes": {{{", ".join(entries)}}}')
-    whole = int(outcome.started_at)
-    parts.append(f'"startedAt": "{timestamp_text(whole, int((outcome.started_at - whole) * 1e9))}"')
-    whole = int(outcome.duration)
-    parts.append(f'"duration": "{duration_text(whole, int((outcome.duration - whole) * 1e9))}"')
-    if result.error:
-        parts.append(f'"error": {_string(result.error)}')
-    if result.trigger:
-        parts.append(f'"trigger": {_string(result.trigger)}')
-    if result.resumed_from:
-        parts.append(f'"resumedFrom": {_string(result.resumed_from)}')
-    return f"{{{', '.join(parts)}}}"
+    """`values.result_to_json(result)` for a result `build_result` made from `outcome`: the HTTP
+    answer's hot path, from the outcome's Python values (result_dict) instead of reading the
+    message back. Measured: as fast as writing the JSON text by hand, with one code path."""
+    return _ENCODER.encode(result_dict(result, outcome, redactor))
 
 
-# What json.dumps(..., ensure_ascii=False) writes for a string (the C encoder's own function).
-_string = json.encoder.encode_basestring
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
-
-
-def _string_or_number(value: str | int) -> str:
-    return _string(value) if type(value) is str else str(value)
-
-
-def _encode(value: Any) -> str:
-    """`json.dumps(json_form(value), ensure_ascii=False)`, scalars without the encoder."""
-    kind = type(value)
-    if kind is str:
-        return _string(value)
-    if kind is int or kind is float:
-        return float.__repr__(float(value))
-    if value is None:
-        return "null"
-    if kind is bool:
-        return "true" if value else "false"
-    return _ENCODER.encode(json_form(value))
 
 
 def result_dict(result: execution_pb2.ExecutionResult, outcome: RunOutcome, redactor: Redactor | None = None) -> dict[str, Any]:

@@ -151,8 +151,6 @@ def test_result_json_is_the_results_json():
                 expected = result_to_dict(result)
                 assert result_dict(result, found, redactor) == expected
                 assert json.loads(result_json(result, found, redactor)) == json.loads(result_to_json(result))
-                # Written as json.dumps writes the same members.
-                assert result_json(result, found, redactor) == json.dumps(result_dict(result, found, redactor), ensure_ascii=False)
                 # Same members, same order where the message keeps one (everything but its maps).
                 assert list(result_dict(result, found, redactor)) == list(expected)
                 text = result_json(result, found, redactor)
