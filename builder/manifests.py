@@ -1,9 +1,10 @@
 """Kubernetes manifests for a workflow: pure functions of the spec, the image and options.
 
 NetworkPolicy + Deployment + Service + Secret `{name}-secrets` + one CronJob
-per cron trigger, hardened for the `restricted` Pod Security Standard and
-gVisor, rendered as plain dicts (what server-side apply sends) and as
-multi-document YAML.
+per cron trigger (+ an Ingress for the webhook paths when an ingress host is
+given), hardened for the `restricted` Pod Security Standard and gVisor,
+rendered as plain dicts (what server-side apply sends) and as multi-document
+YAML.
 """
 
 from __future__ import annotations
@@ -96,6 +97,22 @@ class ManifestOptions:
     # CIDRs the API server's service proxy (`pipedreamer run`) connects from;
     # empty leaves that rule out of the NetworkPolicy (the proxy is refused).
     apiserver_cidrs: tuple[str, ...] = ()
+    # The webhook triggers' Ingress: rendered when a host is given. The NetworkPolicy
+    # then admits the ingress controller's pods (its namespace, narrowed by pod labels).
+    ingress: IngressOptions | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class IngressOptions:
+    """Where the webhook paths are exposed, and who the ingress controller is."""
+
+    host: str
+    # The namespace the ingress controller's pods run in (what the NetworkPolicy admits).
+    controller_namespace: str
+    # Labels that pick the controller's pods in that namespace; empty: every pod there.
+    controller_labels: tuple[tuple[str, str], ...] = ()
+    ingress_class: str = ""
+    tls_secret: str = ""
 
 
 # --------------------------------------------------------------------- names
@@ -376,12 +393,41 @@ def render_cronjobs(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -
     return jobs
 
 
+def webhook_paths(spec: workflow_pb2.WorkflowSpec) -> list[str]:
+    return [t.path for t in spec.triggers if t.type == workflow_pb2.Trigger.TYPE_WEBHOOK]
+
+
+def render_ingress(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -> dict | None:
+    """The webhook paths, and only they (never /run, /runs or /metrics), on the ingress host; None without one."""
+    ingress = options.ingress
+    paths = webhook_paths(spec)
+    if ingress is None or not paths:
+        return None
+    backend = {"service": {"name": spec.name, "port": {"name": "http"}}}
+    ingress_spec: dict[str, Any] = {}
+    if ingress.ingress_class:
+        ingress_spec["ingressClassName"] = ingress.ingress_class
+    if ingress.tls_secret:
+        ingress_spec["tls"] = [{"hosts": [ingress.host], "secretName": ingress.tls_secret}]
+    ingress_spec["rules"] = [
+        {"host": ingress.host, "http": {"paths": [{"path": path, "pathType": "Exact", "backend": backend} for path in paths]}}
+    ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": spec.name, "namespace": options.namespace, "labels": workflow_labels(spec, COMPONENT_ENGINE)},
+        "spec": ingress_spec,
+    }
+
+
 def render_network_policy(spec: workflow_pb2.WorkflowSpec, options: ManifestOptions) -> dict:
     """Ingress to the workflow's engine pods only from its callers.
 
     Pods of the namespace labelled `pipedreamer.dev/invoke: NAME` (the
     CronJobs' among them) on HTTP and gRPC, and the API server's service proxy
-    (`options.apiserver_cidrs`) on HTTP, the only port it proxies to. Egress is
+    (`options.apiserver_cidrs`) on HTTP, the only port it proxies to. With an
+    Ingress for webhooks, the ingress controller's pods on HTTP (the Ingress
+    routes the webhook paths only; the policy cannot tell paths apart). Egress is
     left alone: the permission lock's --allow-net governs it. Policies add up,
     so other callers (Prometheus on /metrics) get a policy of their own.
     """
@@ -390,6 +436,13 @@ def render_network_policy(spec: workflow_pb2.WorkflowSpec, options: ManifestOpti
     ingress: list[dict] = [{"from": [{"podSelector": {"matchLabels": invoke_labels(spec.name)}}], "ports": [http, grpc]}]
     if options.apiserver_cidrs:
         ingress.append({"from": [{"ipBlock": {"cidr": cidr}} for cidr in options.apiserver_cidrs], "ports": [dict(http)]})
+    controller = options.ingress
+    if controller is not None and webhook_paths(spec):
+        peer = {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": controller.controller_namespace}},
+            "podSelector": {"matchLabels": dict(controller.controller_labels)} if controller.controller_labels else {},
+        }
+        ingress.append({"from": [peer], "ports": [dict(http)]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -411,9 +464,11 @@ def render_manifests(
     options: ManifestOptions,
     secrets: Mapping[str, str] | None = None,
 ) -> list[dict]:
-    """Every object of a deployment, in apply order: NetworkPolicy, Secret, Service, Deployment, CronJobs.
+    """Every object of a deployment, in apply order: NetworkPolicy, Secret, Service, Deployment, CronJobs,
+    Ingress.
 
-    The policy comes first so that no engine pod ever runs without it.
+    The policy comes first so that no engine pod ever runs without it; the
+    Ingress last, so nothing is exposed before the engine behind it exists.
     """
     objects: list[dict] = [render_network_policy(spec, options)]
     checksum = None
@@ -423,6 +478,9 @@ def render_manifests(
     objects.append(render_service(spec, options))
     objects.append(render_deployment(spec, options, checksum))
     objects.extend(render_cronjobs(spec, options))
+    ingress = render_ingress(spec, options)
+    if ingress is not None:
+        objects.append(ingress)
     return objects
 
 

@@ -7,7 +7,7 @@ import re
 
 import yaml
 
-from builder.manifests import DEFAULT_CURL_IMAGE, ManifestOptions, render_network_policy, cronjob_names, image_reference, redact_secrets, render_cronjobs, render_deployment, render_manifests, render_service, to_yaml
+from builder.manifests import DEFAULT_CURL_IMAGE, IngressOptions, ManifestOptions, render_ingress, render_network_policy, cronjob_names, image_reference, redact_secrets, render_cronjobs, render_deployment, render_manifests, render_service, to_yaml
 from k8s.names import SECRET_CHECKSUM_ANNOTATION, label_value
 from builder.secrets_manifest import REDACTED
 from engine.spec import parse_spec
@@ -319,6 +319,55 @@ def test_network_policy_without_api_server_addresses_admits_no_one_else():
         for rule in render_network_policy(spec_with(), options)["spec"]["ingress"]:
             # A rule without `from` (or with an empty one) admits every source.
             assert rule["from"] and all(peer for peer in rule["from"]), rule
+
+
+# ------------------------------------------------------------ webhooks
+
+
+HOOKS = "  - {type: webhook, path: /hooks/github}\n  - {type: webhook, path: /hooks/pay, name: pay, signature: standard}\n"
+CONTROLLER = IngressOptions(host="hooks.example.com", controller_namespace="ingress-nginx", ingress_class="nginx", tls_secret="hooks-tls")
+
+
+def test_the_ingress_exposes_the_webhook_paths_only():
+    options = ManifestOptions(namespace="team", image="i:1", ingress=CONTROLLER)
+    objects = render_manifests(spec_with(HOOKS + ONE_CRON), options)
+    assert [o["kind"] for o in objects][-1] == "Ingress", "exposed last, once the engine behind it is applied"
+    ingress = render_ingress(spec_with(HOOKS), options)
+    assert ingress["metadata"] == {"name": "digest", "namespace": "team", "labels": objects[0]["metadata"]["labels"]}
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"hosts": ["hooks.example.com"], "secretName": "hooks-tls"}]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "hooks.example.com"
+    backend = {"service": {"name": "digest", "port": {"name": "http"}}}
+    assert rule["http"]["paths"] == [
+        {"path": "/hooks/github", "pathType": "Exact", "backend": backend},
+        {"path": "/hooks/pay", "pathType": "Exact", "backend": backend},
+    ]
+    text = json.dumps(ingress)
+    assert "/run" not in text and "/metrics" not in text and "Prefix" not in text
+
+
+def test_no_ingress_without_a_host_or_without_webhooks():
+    assert render_ingress(spec_with(HOOKS), OPTIONS) is None
+    assert render_ingress(spec_with(ONE_CRON), ManifestOptions(namespace="team", image="i:1", ingress=CONTROLLER)) is None
+    assert "Ingress" not in [o["kind"] for o in render_manifests(spec_with(HOOKS), OPTIONS)]
+
+
+def test_network_policy_admits_the_ingress_controller_on_http_when_webhooks_are_exposed():
+    labelled = IngressOptions(host="h.example", controller_namespace="ingress-nginx",
+                              controller_labels=(("app.kubernetes.io/name", "ingress-nginx"),))  # fmt: skip
+    rules = render_network_policy(spec_with(HOOKS), ManifestOptions(namespace="team", image="i:1", ingress=labelled))["spec"]["ingress"]
+    assert rules[-1] == {
+        "from": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+        }],
+        "ports": [{"protocol": "TCP", "port": 8080}],
+    }  # fmt: skip
+    every_pod = render_network_policy(spec_with(HOOKS), ManifestOptions(namespace="team", image="i:1", ingress=CONTROLLER))
+    assert every_pod["spec"]["ingress"][-1]["from"][0]["podSelector"] == {}
+    # Without an Ingress, nobody new is admitted.
+    assert len(render_network_policy(spec_with(HOOKS), OPTIONS)["spec"]["ingress"]) == 1
 
 
 # --------------------------------------------------------------------- yaml

@@ -13,7 +13,7 @@ HELP = "check that a cluster is ready for pipedreamer (check [--fix])"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("check",), help="check: API, gVisor RuntimeClass, namespace, RBAC, secrets, API server addresses")
+    parser.add_argument("action", choices=("check",), help="check: API, gVisor RuntimeClass, namespace, RBAC, secrets, API server addresses, IngressClass, deployed workflows' triggers")
     parser.add_argument("--fix", action="store_true", help="create the namespace when it is missing")
 
 

@@ -3,13 +3,18 @@
 The NetworkPolicy's rule for the API server's service proxy needs the
 addresses it connects from: `--apiserver-cidr`, else what the cluster
 publishes for `default/kubernetes` (read before anything is applied).
+`--ingress-host` adds an Ingress for the webhook paths (only those), and a
+NetworkPolicy rule for the ingress controller's pods (`--ingress-namespace`,
+`--ingress-pod-label`).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from builder.manifests import DEFAULT_CLUSTER_REGISTRY, DEFAULT_CURL_IMAGE, redact_secrets, to_yaml
+import re
+
+from builder.manifests import DEFAULT_CLUSTER_REGISTRY, DEFAULT_CURL_IMAGE, IngressOptions, redact_secrets, to_yaml, webhook_paths
 from k8s.names import DEFAULT_RUNTIME_CLASS
 from builder.secrets_manifest import secret_name
 from cli.arguments import cidr, duration
@@ -48,6 +53,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the API server's service proxy (`pipedreamer run`) connects from, for the NetworkPolicy "
         "(repeatable; default: the addresses in the EndpointSlices of default/kubernetes, read when applying)",
     )
+    parser.add_argument("--ingress-host", help="expose the webhook triggers' paths (only those) through an Ingress for this host")
+    parser.add_argument(
+        "--ingress-namespace",
+        help="with --ingress-host: the namespace of the ingress controller's pods, which the NetworkPolicy admits on HTTP",
+    )
+    parser.add_argument(
+        "--ingress-pod-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --ingress-host: only the controller pods with this label (repeatable; default: every pod of --ingress-namespace)",
+    )
+    parser.add_argument("--ingress-class", default="", help="with --ingress-host: the Ingress's ingressClassName (default: the cluster's default class)")
+    parser.add_argument("--ingress-tls-secret", default="", help="with --ingress-host: a TLS Secret for the host (senders such as GitHub want https)")
+
+
+_LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+def ingress_options(args: argparse.Namespace) -> IngressOptions | None:
+    """The --ingress-* flags, checked; None without --ingress-host."""
+    if not args.ingress_host:
+        given = [f for f, v in (("--ingress-namespace", args.ingress_namespace), ("--ingress-pod-label", args.ingress_pod_label),
+                                ("--ingress-class", args.ingress_class), ("--ingress-tls-secret", args.ingress_tls_secret)) if v]  # fmt: skip
+        if given:
+            raise CommandError(f"{', '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} with --ingress-host")
+        return None
+    if not args.ingress_namespace:
+        raise CommandError(
+            "--ingress-host needs --ingress-namespace: the namespace of the ingress controller's pods "
+            "(e.g. ingress-nginx), which the workflow's NetworkPolicy must admit for the Ingress to reach the engine"
+        )
+    labels = []
+    for text in args.ingress_pod_label:
+        key, sep, value = text.partition("=")
+        if not sep or not _LABEL_KEY_RE.match(key) or not _LABEL_VALUE_RE.match(value):
+            raise CommandError(f"--ingress-pod-label {text!r}: expected KEY=VALUE, a Kubernetes label (e.g. app.kubernetes.io/name=ingress-nginx)")
+        labels.append((key, value))
+    return IngressOptions(
+        host=args.ingress_host.strip().lower(),
+        controller_namespace=args.ingress_namespace,
+        controller_labels=tuple(labels),
+        ingress_class=args.ingress_class,
+        tls_secret=args.ingress_tls_secret,
+    )
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
@@ -63,8 +114,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
         runtime_class=args.runtime_class or None,
         curl_image=args.curl_image,
         apiserver_cidrs=tuple(dict.fromkeys(cidr(text, "--apiserver-cidr") for text in args.apiserver_cidr)),
+        ingress=ingress_options(args),
     )
     plan = plan_deploy(args.dir, options)
+    for note in plan.notes:
+        out.warning(note)
     spec, image = plan.spec, plan.image
     if not (args.image or args.registry or args.cluster_registry):
         out.info(
@@ -107,6 +161,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
         f"NetworkPolicy {spec.name!r} admits the API server's service proxy from {', '.join(outcome.apiserver_cidrs)} "
         f"({outcome.apiserver_cidrs_from})"
     )
+    if options.ingress is not None:
+        scheme = "https" if options.ingress.tls_secret else "http"
+        out.info("webhooks exposed: " + ", ".join(f"{scheme}://{options.ingress.host}{path}" for path in webhook_paths(spec)))
     lines = [f"{a.kind.lower()}/{a.name} {a.action}" for a in outcome.applied]
     namespace = outcome.namespace
     summary = (

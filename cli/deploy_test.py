@@ -136,3 +136,44 @@ def test_malformed_apiserver_cidr_is_refused_naming_the_flag(workflow, capsys, v
     assert captured.out == ""
     assert f"error: --apiserver-cidr {value!r}: {says}" in captured.err
     assert "expects an IPv4 or IPv6 CIDR such as 192.0.2.10/32 or 2001:db8::/64 (repeat the flag for several)" in captured.err
+
+
+@pytest.fixture
+def hooks(tmp_path):
+    target = tmp_path / "hooks"
+    shutil.copytree("examples/hello", target)
+    spec = yaml.safe_load((target / "workflow.yaml").read_text())
+    spec["triggers"] = [{"type": "webhook", "path": "/hooks/github"}]
+    (target / "workflow.yaml").write_text(yaml.safe_dump(spec))
+    return target
+
+
+def test_dry_run_with_ingress_host_renders_the_ingress_and_the_controller_rule(hooks, capsys):
+    (hooks / ".secrets.yaml").write_text("webhooks:\n  github: gh-key-123\n")
+    argv = ["deploy", str(hooks), "--dry-run", "-n", "team", "--ingress-host", "hooks.example.com",
+            "--ingress-namespace", "ingress-nginx", "--ingress-pod-label", "app.kubernetes.io/name=ingress-nginx"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    docs = list(yaml.safe_load_all(captured.out))
+    assert [d["kind"] for d in docs][-1] == "Ingress"
+    assert [p["path"] for p in docs[-1]["spec"]["rules"][0]["http"]["paths"]] == ["/hooks/github"]
+    assert docs[0]["spec"]["ingress"][-1]["from"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    assert "gh-key-123" not in captured.out
+
+
+def test_webhook_keys_and_ingress_flags_are_checked_before_anything_renders(hooks, capsys):
+    (hooks / ".secrets.yaml").write_text("other:\n  token: x\n")
+    assert main(["deploy", str(hooks), "--dry-run"]) == 1
+    assert "webhook 'github' (/hooks/github, signature github) has no key: set secrets.webhooks.github" in capsys.readouterr().err
+    (hooks / ".secrets.yaml").unlink()
+    # No secrets here: the Secret already in the cluster may hold the key; said, not refused.
+    assert main(["deploy", str(hooks), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "the Secret already in the cluster must hold secrets.webhooks.github, or the engine refuses to start" in err
+    assert "webhook paths /hooks/github are served on the Service only: pass --ingress-host" in err
+    assert main(["deploy", str(hooks), "--dry-run", "--ingress-host", "h.example"]) == 1
+    assert "--ingress-host needs --ingress-namespace" in capsys.readouterr().err
+    assert main(["deploy", str(hooks), "--dry-run", "--ingress-namespace", "x"]) == 1
+    assert "--ingress-namespace only applies with --ingress-host" in capsys.readouterr().err
+    assert main(["deploy", "examples/hello", "--dry-run", "--ingress-host", "h.example", "--ingress-namespace", "x"]) == 1
+    assert "--ingress-host exposes webhook paths, and this workflow has no webhook trigger" in capsys.readouterr().err

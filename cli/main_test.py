@@ -191,7 +191,7 @@ def test_invalid_workflow_report_is_one_line_per_problem_in_reading_order(tmp_pa
     spec = write_reported(tmp_path)
     assert main(["validate", str(tmp_path)]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"warning: {spec}:6: triggers[0].colour: unknown key (expected one of: type, name, schedule, timezone, subject, path)",
+        f"warning: {spec}:6: triggers[0].colour: unknown key (expected one of: type, name, schedule, timezone, subject, path, signature, durable, max_deliver)",
         f"warning: {spec}:9: nodes.a.flavour: unknown key (expected one of: path, timeout, retries, description)",
         f"error: {spec}:11: nodes.b.path: file not found: nodes/b.py",
         f"warning: {spec}:13: owner: unknown key (expected one of: name, version, description, triggers, config, nodes, edges)",
@@ -210,7 +210,7 @@ def test_warnings_of_a_valid_workflow_have_one_prefix_each(tmp_path, capsys):
     assert main(["validate", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
-        f"warning: {spec}:6: triggers[0].colour: unknown key (expected one of: type, name, schedule, timezone, subject, path)",
+        f"warning: {spec}:6: triggers[0].colour: unknown key (expected one of: type, name, schedule, timezone, subject, path, signature, durable, max_deliver)",
         f"warning: {spec}:9: nodes.a.flavour: unknown key (expected one of: path, timeout, retries, description)",
         f"warning: {spec}:13: owner: unknown key (expected one of: name, version, description, triggers, config, nodes, edges)",
     ]

@@ -8,14 +8,14 @@ from cli.output import Output
 from cli.runs import format_when, failing_node
 from cli.table import render_table
 from k8s.client import connect
-from k8s.status import WorkflowStatus, get_status
+from k8s.status import WorkflowStatus, get_status, trigger_source, trigger_state
 
-HELP = "show a deployed workflow's health (--detail: image, runtime, pods, events)"
+HELP = "show a deployed workflow's health (--detail: image, runtime, pods, triggers, runs, events)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="workflow name")
-    parser.add_argument("--detail", action="store_true", help="also show image, runtime class, network policy, pods, CronJobs and recent events")
+    parser.add_argument("--detail", action="store_true", help="also show image, runtime class, network policy, Ingress, pods, CronJobs, triggers (streams, lag, dead letters), last runs and recent events")
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
@@ -44,6 +44,12 @@ def format_status(status: WorkflowStatus, detail: bool) -> str:
         lines += [f"    {line}" for line in status.network_policy.admits or ["no one"]]
     else:
         lines.append("  network policy: none: any pod in the cluster can call the engine (redeploy to restore it)")
+    if status.ingress:
+        ingress = status.ingress
+        scheme = "https" if ingress.tls else "http"
+        where = f" at {ingress.address}" if ingress.address else " (no address published yet: is an ingress controller running?)"
+        lines.append(f"  ingress: {ingress.name}{where}, class {ingress.ingress_class or '(default)'}, exposes "
+                     + ", ".join(f"{scheme}://{ingress.host}{path}" for path in ingress.paths))  # fmt: skip
     lines.append("")
     if status.pods:
         lines.append("pods:")
@@ -55,6 +61,12 @@ def format_status(status: WorkflowStatus, detail: bool) -> str:
         lines.append("cron jobs:")
         rows = [(c.name, c.schedule, "yes" if c.suspended else "no", c.last_schedule or "never", c.active) for c in status.cronjobs]
         lines += ["  " + line for line in render_table(("NAME", "SCHEDULE", "SUSPENDED", "LAST RUN", "ACTIVE"), rows).splitlines()]
+    if status.triggers:
+        lines.append("triggers:")
+        rows = [(t.get("name", "?"), t.get("type", "?"), trigger_source(t), trigger_state(t)) for t in status.triggers]
+        lines += ["  " + line for line in render_table(("NAME", "TYPE", "SOURCE", "STATE"), rows).splitlines()]
+    else:
+        lines.append(f"triggers: {status.triggers_error or 'none'}")
     if status.last_runs:
         lines.append("last run of each trigger:")
         rows = [(r.get("trigger") or "-", r.get("runId", "?"), str(r.get("status", "")).removeprefix("RUN_STATUS_"),

@@ -104,6 +104,11 @@ def read_secrets_dir(path: Path) -> Secrets:
     return secrets
 
 
+def secrets_from_files(files: Mapping[str, str]) -> Secrets:
+    """What the engine reads from a secrets directory holding these files (name → text): a mounted Secret's."""
+    return {name: _parse_secret_file(text) for name, text in files.items()}
+
+
 def _parse_secret_file(text: str) -> Any:
     try:
         parsed = json.loads(text)

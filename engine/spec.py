@@ -45,9 +45,20 @@ _TRIGGER_TYPES = {
 }
 # The field each trigger type requires.
 _TRIGGER_REQUIRED = {"cron": "schedule", "queue": "subject", "webhook": "path"}
-_TRIGGER_FIELDS = ("type", "name", "schedule", "timezone", "subject", "path")
+_TRIGGER_FIELDS = ("type", "name", "schedule", "timezone", "subject", "path", "signature", "durable", "max_deliver")
 # Keys only one trigger type uses, besides _TRIGGER_REQUIRED's.
-_TRIGGER_ONLY = {"timezone": "cron"}
+_TRIGGER_ONLY = {"timezone": "cron", "signature": "webhook", "durable": "queue", "max_deliver": "queue"}
+_SIGNATURES = {
+    "github": workflow_pb2.Trigger.SIGNATURE_GITHUB,
+    "standard": workflow_pb2.Trigger.SIGNATURE_STANDARD,
+    "none": workflow_pb2.Trigger.SIGNATURE_NONE,
+}
+DEFAULT_MAX_DELIVER = 3
+MAX_MAX_DELIVER = 100
+# A webhook path: plain segments (no `{}` route patterns, queries, dots-only segments).
+_WEBHOOK_PATH_RE = re.compile(r"^(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+$")
+# The engine's own routes: a webhook cannot take them over.
+ENGINE_PATHS = ("/run", "/runs", "/healthz", "/readyz", "/metrics", "/triggers")
 _NODE_KEYS = ("path", "timeout", "retries", "description")
 _EDGE_KEYS = ("from", "to")
 
@@ -310,6 +321,7 @@ class _Parser:
             self.error(node, "triggers", f"expected a list of triggers, got {_kind(node)}")
             return
         names: dict[str, int | None] = {}
+        webhook_paths: dict[str, int | None] = {}
         for index, item in enumerate(node.value):
             field = f"triggers[{index}]"
             fields = self.mapping(item, field, "a trigger mapping with a type")
@@ -344,6 +356,9 @@ class _Parser:
                 if type_name and key in _TRIGGER_REQUIRED.values() and _TRIGGER_REQUIRED.get(type_name) != key:
                     self.warn(key_node, f"{field}.{key}", f"ignored for a {type_name} trigger")
                     continue
+                if key in ("signature", "durable", "max_deliver"):
+                    self.trigger_option(trigger, key, value_node, f"{field}.{key}")
+                    continue
                 value = self.scalar(value_node, f"{field}.{key}", (str,), "a string")
                 if value is None:
                     continue
@@ -355,6 +370,10 @@ class _Parser:
                     if value in names:
                         self.error(value_node, f"{field}.name", f"duplicate trigger name {value!r} (first at line {names[value]})")
                     names[value] = _line(value_node)
+            if type_name == "webhook":
+                self.check_webhook(trigger, item, fields, field, names, webhook_paths)
+            elif type_name == "queue" and trigger.max_deliver and not trigger.durable:
+                self.warn(fields["max_deliver"][0], f"{field}.max_deliver", "ignored without durable: true (core NATS never redelivers)")
             required = _TRIGGER_REQUIRED.get(type_name or "")
             if required and not getattr(trigger, required):
                 if required not in fields:
@@ -369,9 +388,76 @@ class _Parser:
                     self.error(fields["timezone"][1], f"{field}.timezone", zone_problem)
             elif type_name == "queue" and trigger.subject and not _NATS_SUBJECT_RE.match(trigger.subject):
                 self.error(fields["subject"][1], f"{field}.subject", f"invalid NATS subject {trigger.subject!r}")
-            elif type_name == "webhook" and trigger.path and not trigger.path.startswith("/"):
-                self.error(fields["path"][1], f"{field}.path", f"must start with '/', got {trigger.path!r}")
             spec.triggers.append(trigger)
+
+    def trigger_option(self, trigger: workflow_pb2.Trigger, key: str, node: yaml.Node, field: str) -> None:
+        """`signature` (webhook), `durable` and `max_deliver` (queue): the trigger fields that are not free text."""
+        if key == "signature":
+            value = self.scalar(node, field, (str,), f"one of {', '.join(_SIGNATURES)}")
+            if value is not None and value not in _SIGNATURES:
+                self.error(node, field, f"unknown signature scheme {value!r} (expected one of: {', '.join(_SIGNATURES)})")
+            elif value is not None:
+                trigger.signature = _SIGNATURES[value]
+        elif key == "durable":
+            value = self.scalar(node, field, (bool,), "true or false")
+            if value is not None:
+                trigger.durable = value
+        else:
+            value = self.scalar(node, field, (int,), f"a whole number of deliveries (1 to {MAX_MAX_DELIVER})")
+            if value is not None and not 1 <= value <= MAX_MAX_DELIVER:
+                self.error(node, field, f"expected 1 to {MAX_MAX_DELIVER} deliveries, got {value}")
+            elif value is not None:
+                trigger.max_deliver = value
+
+    def check_webhook(
+        self,
+        trigger: workflow_pb2.Trigger,
+        item: yaml.Node,
+        fields: dict,
+        field: str,
+        names: dict[str, int | None],
+        paths: dict[str, int | None],
+    ) -> None:
+        """A webhook's path is a plain route of its own; its name (default: the path's last
+        segment) names its key, `secrets.webhooks.<name>`; `signature` defaults to github."""
+        path = trigger.path
+        if not path:
+            return
+        path_node = fields["path"][1]
+        if not path.startswith("/"):
+            self.error(path_node, f"{field}.path", f"must start with '/', got {path!r}")
+            return
+        if not _WEBHOOK_PATH_RE.match(path):
+            self.error(
+                path_node, f"{field}.path",
+                f"{path!r} is not a plain URL path: use segments of letters, digits and -._~ "
+                "(no query, no {…} patterns, no trailing /)",
+            )  # fmt: skip
+            return
+        if path in ENGINE_PATHS or path.startswith("/runs/"):
+            self.error(path_node, f"{field}.path", f"{path} is one of the engine's own routes ({', '.join(ENGINE_PATHS)})")
+            return
+        if path in paths:
+            self.error(path_node, f"{field}.path", f"duplicate webhook path {path} (first at line {paths[path]})")
+            return
+        paths[path] = _line(path_node)
+        if not trigger.name:
+            trigger.name = path.rsplit("/", 1)[-1]
+            if trigger.name in names:
+                self.error(
+                    path_node, f"{field}.name",
+                    f"the webhook's name defaults to its path's last segment, {trigger.name!r}, which another "
+                    f"trigger has (line {names[trigger.name]}): give it a name",
+                )  # fmt: skip
+            names[trigger.name] = _line(path_node)
+        if trigger.signature == workflow_pb2.Trigger.SIGNATURE_UNSPECIFIED:
+            trigger.signature = workflow_pb2.Trigger.SIGNATURE_GITHUB
+        if trigger.signature == workflow_pb2.Trigger.SIGNATURE_NONE:
+            self.warn(
+                fields["signature"][1], f"{field}.signature",
+                f"none: {path} runs the workflow for anyone who can reach it, unsigned; "
+                "use github or standard with a key in secrets.webhooks",
+            )  # fmt: skip
 
     def parse_config(self, spec: workflow_pb2.WorkflowSpec, entry: tuple | None) -> None:
         if entry is None or _is_null(entry[1]):

@@ -451,3 +451,58 @@ def test_random_text_never_crashes(text):
 @pytest.mark.parametrize("text", ["name: !!int abc\n", "name: !!python/object:os.system x\n", "x: !!binary '@@'\n"])
 def test_bad_tags_are_errors(text):
     assert errors_of(text)
+
+
+WEBHOOK_SPEC = "name: x\nversion: 1.0.0\nnodes: {a: {path: a.py}}\ntriggers:\n%s"
+
+
+def test_webhook_triggers_get_a_name_and_a_signature_scheme():
+    loaded = parse_spec(WEBHOOK_SPEC % (
+        "  - {type: webhook, path: /hooks/github}\n"
+        "  - {type: webhook, path: /hooks/pay, name: billing, signature: standard}\n"
+        "  - {type: webhook, path: /hooks/open, signature: none}\n"
+    ))  # fmt: skip
+    hooks = loaded.spec.triggers
+    assert [(t.name, t.path, t.signature) for t in hooks] == [
+        ("github", "/hooks/github", workflow_pb2.Trigger.SIGNATURE_GITHUB),  # the default scheme, named after the path
+        ("billing", "/hooks/pay", workflow_pb2.Trigger.SIGNATURE_STANDARD),
+        ("open", "/hooks/open", workflow_pb2.Trigger.SIGNATURE_NONE),
+    ]
+    assert [str(w) for w in loaded.warnings] == [
+        "workflow.yaml:7: triggers[2].signature: none: /hooks/open runs the workflow for anyone who can reach it, "
+        "unsigned; use github or standard with a key in secrets.webhooks"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("triggers", "error"),
+    [
+        ("  - {type: webhook, path: /run}\n", "triggers[0].path: /run is one of the engine's own routes"),
+        ("  - {type: webhook, path: /runs/x}\n", "is one of the engine's own routes"),
+        ("  - {type: webhook, path: '/hooks/{name}'}\n", "is not a plain URL path"),
+        ("  - {type: webhook, path: '/hooks/a?b=1'}\n", "is not a plain URL path"),
+        ("  - {type: webhook, path: /hooks/}\n", "is not a plain URL path"),
+        ("  - {type: webhook, path: /hooks/a, signature: sha1}\n", "unknown signature scheme 'sha1' (expected one of: github, standard, none)"),
+        ("  - {type: webhook, path: /a}\n  - {type: webhook, path: /a, name: b}\n", "triggers[1].path: duplicate webhook path /a (first at line 5)"),
+        ("  - {type: webhook, path: /x/hook}\n  - {type: webhook, path: /y/hook}\n", "give it a name"),
+        ("  - {type: queue, subject: a.b, durable: 'yes'}\n", "triggers[0].durable: expected true or false"),
+        ("  - {type: queue, subject: a.b, durable: true, max_deliver: 0}\n", "expected 1 to 100 deliveries, got 0"),
+    ],
+)
+def test_bad_webhook_and_durable_settings_are_errors(triggers, error):
+    assert any(error in e for e in errors_of(WEBHOOK_SPEC % triggers)), errors_of(WEBHOOK_SPEC % triggers)
+
+
+def test_durable_queue_settings_and_what_other_triggers_ignore():
+    loaded = parse_spec(WEBHOOK_SPEC % (
+        "  - {type: queue, subject: orders.new, durable: true, max_deliver: 5}\n"
+        "  - {type: queue, subject: orders.old, max_deliver: 2}\n"
+        "  - {type: cron, schedule: '@daily', signature: github}\n"
+    ))  # fmt: skip
+    durable, core, _ = loaded.spec.triggers
+    assert (durable.durable, durable.max_deliver) == (True, 5)
+    assert core.durable is False
+    assert [str(w) for w in loaded.warnings] == [
+        "workflow.yaml:6: triggers[1].max_deliver: ignored without durable: true (core NATS never redelivers)",
+        "workflow.yaml:7: triggers[2].signature: ignored for a cron trigger",
+    ]

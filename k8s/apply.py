@@ -1,4 +1,5 @@
-"""Deploy: server-side apply of a workflow's objects (all dry-run first), pruning of stale CronJobs, rollout wait."""
+"""Deploy: server-side apply of a workflow's objects (all dry-run first), pruning of stale CronJobs and
+Ingresses, rollout wait."""
 
 from __future__ import annotations
 
@@ -121,15 +122,32 @@ def _apply(cluster: Cluster, obj: Mapping, *, force: bool, dry_run: bool = False
 
 def prune_cronjobs(cluster: Cluster, workflow: str, keep: Iterable[str], namespace: str | None = None) -> list[AppliedObject]:
     """Delete this workflow's CronJobs whose trigger is gone from the spec."""
+    return _prune(cluster, kinds.CRONJOB, workflow, keep, namespace)
+
+
+def prune_ingresses(cluster: Cluster, workflow: str, keep: Iterable[str], namespace: str | None = None) -> list[AppliedObject]:
+    """Delete this workflow's Ingress when deploy no longer renders one (no --ingress-host, no webhooks).
+
+    A deployer who may not list Ingresses cannot have had deploy create one: nothing to prune then.
+    """
+    try:
+        return _prune(cluster, kinds.INGRESS, workflow, keep, namespace)
+    except ClusterError as exc:
+        if exc.reason == "forbidden":
+            return []
+        raise
+
+
+def _prune(cluster: Cluster, kind: kinds.Kind, workflow: str, keep: Iterable[str], namespace: str | None) -> list[AppliedObject]:
     namespace = namespace or cluster.namespace
     wanted = set(keep)
     removed = []
-    for job in cluster.list(kinds.CRONJOB, namespace, selector=workflow_selector(workflow)):
-        name = job["metadata"]["name"]
-        if name in wanted or job["metadata"].get("labels", {}).get(LABEL_NAME) != workflow:
+    for obj in cluster.list(kind, namespace, selector=workflow_selector(workflow)):
+        name = obj["metadata"]["name"]
+        if name in wanted or obj["metadata"].get("labels", {}).get(LABEL_NAME) != workflow:
             continue
-        if cluster.delete(kinds.CRONJOB, name, namespace):
-            removed.append(AppliedObject("CronJob", name, namespace, "deleted"))
+        if cluster.delete(kind, name, namespace):
+            removed.append(AppliedObject(kind.kind, name, namespace, "deleted"))
     return removed
 
 
@@ -154,8 +172,12 @@ def deploy_objects(
         if on_object:
             on_object(result)
     cron_names = [o["metadata"]["name"] for o in objects if o.get("kind") == "CronJob"]
+    ingress_names = [o["metadata"]["name"] for o in objects if o.get("kind") == "Ingress"]
     namespace = objects[0]["metadata"].get("namespace") if objects else None
-    for result in prune_cronjobs(cluster, workflow, cron_names, namespace):
+    pruned = prune_cronjobs(cluster, workflow, cron_names, namespace)
+    if not ingress_names:
+        pruned += prune_ingresses(cluster, workflow, ingress_names, namespace)
+    for result in pruned:
         results.append(result)
         if on_object:
             on_object(result)

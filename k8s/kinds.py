@@ -48,6 +48,8 @@ JOB = Kind("Job", "batch/v1", "jobs")
 RUNTIMECLASS = Kind("RuntimeClass", "node.k8s.io/v1", "runtimeclasses", namespaced=False)
 NETWORK_POLICY = Kind("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies")
 ENDPOINT_SLICE = Kind("EndpointSlice", "discovery.k8s.io/v1", "endpointslices")
+INGRESS = Kind("Ingress", "networking.k8s.io/v1", "ingresses")
+INGRESS_CLASS = Kind("IngressClass", "networking.k8s.io/v1", "ingressclasses", namespaced=False)
 SELF_SUBJECT_ACCESS_REVIEW = Kind(
     "SelfSubjectAccessReview", "authorization.k8s.io/v1", "selfsubjectaccessreviews", namespaced=False
 )
@@ -56,7 +58,7 @@ BY_KIND = {
     k.kind: k
     for k in (
         DEPLOYMENT, REPLICASET, SERVICE, SECRET, POD, EVENT, NAMESPACE, CRONJOB, JOB, RUNTIMECLASS, NETWORK_POLICY,
-        ENDPOINT_SLICE,
+        ENDPOINT_SLICE, INGRESS, INGRESS_CLASS,
     )
 }  # fmt: skip
 

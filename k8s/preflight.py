@@ -2,9 +2,12 @@
 
 Checks: the API answers (and its version), RuntimeClass `gvisor` (a warning
 when missing), the namespace (created with `fix`), RBAC for every verb and
-resource the CLI uses (SelfSubjectAccessReview), a real read of Secrets, and
-the API server addresses deploy's NetworkPolicy admits (a warning when they
-cannot be read: deploy then needs --apiserver-cidr).
+resource the CLI uses (SelfSubjectAccessReview), a real read of Secrets, the
+API server addresses deploy's NetworkPolicy admits (a warning when they
+cannot be read: deploy then needs --apiserver-cidr), an IngressClass for the
+webhooks' Ingress, and what the deployed workflows' triggers need, as their
+engines report it (NATS connected, durable queues' streams present, dead
+letters waiting).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ REQUIRED_ACCESS: tuple[Access, ...] = (
     *_crud("secrets"),
     *_crud("cronjobs", "batch"),
     *_crud("networkpolicies", "networking.k8s.io"),
+    *_crud("ingresses", "networking.k8s.io", used_by="deploy --ingress-host, undeploy"),
     Access("list", "pods", used_by="status, logs"),
     Access("get", "pods", "", "log", used_by="logs"),
     Access("list", "replicasets", "apps", used_by="status --detail"),
@@ -213,6 +217,58 @@ def check_apiserver(cluster: Cluster) -> CheckResult:
     )  # fmt: skip
 
 
+def check_ingress_class(cluster: Cluster) -> CheckResult:
+    """An Ingress (deploy --ingress-host, for webhooks) needs an ingress controller, which brings its IngressClass."""
+    remediation = "install an ingress controller (e.g. ingress-nginx) before deploy --ingress-host; see docs/serving.md#webhooks"
+    try:
+        classes = cluster.list(kinds.INGRESS_CLASS)
+    except ClusterError as exc:
+        if exc.reason not in ("forbidden", "not-found"):
+            raise
+        return CheckResult("ingress", WARNING, f"cannot list IngressClasses ({exc.reason})", remediation)
+    if not classes:
+        return CheckResult(
+            "ingress", WARNING, "no IngressClass: an Ingress for webhook paths (deploy --ingress-host) would be served by no one",
+            remediation,
+        )  # fmt: skip
+    default = [c["metadata"]["name"] for c in classes
+               if (c["metadata"].get("annotations") or {}).get("ingressclass.kubernetes.io/is-default-class") == "true"]  # fmt: skip
+    names = ", ".join(sorted(c["metadata"]["name"] for c in classes))
+    return CheckResult(
+        "ingress", OK, f"IngressClass {names}" + (f" (default: {', '.join(default)})" if default else " (none is the default: pass --ingress-class)")
+    )
+
+
+def check_triggers(cluster: Cluster) -> CheckResult:
+    """Each deployed workflow's triggers as its engine serves them (GET /triggers through the service proxy)."""
+    from k8s.listing import list_workflows
+    from k8s.status import engine_triggers, trigger_problems
+
+    try:
+        workflows = [w for w in list_workflows(cluster) if not w.leftovers]
+    except ClusterError as exc:
+        if exc.reason != "forbidden":
+            raise
+        return CheckResult("triggers", WARNING, f"cannot list the deployed workflows: {exc}")
+    if not workflows:
+        return CheckResult("triggers", OK, f"no workflows deployed in namespace {cluster.namespace!r}")
+    problems, counted, silent = [], 0, []
+    for workflow in workflows:
+        entries, error = engine_triggers(cluster, workflow.name, cluster.namespace, timeout=5)
+        if error:
+            silent.append(f"{workflow.name} ({error})")
+            continue
+        counted += len(entries)
+        problems += [f"{workflow.name}: {p}" for p in (p for e in entries for p in trigger_problems(e))]
+    parts = problems + ([f"not asked: {', '.join(silent)}"] if silent else [])
+    if parts:
+        return CheckResult(
+            "triggers", WARNING, "; ".join(parts),
+            "pipedreamer status NAME --detail shows each trigger; dead letters: docs/serving.md#durable-queue-triggers",
+        )  # fmt: skip
+    return CheckResult("triggers", OK, f"{counted} trigger(s) of {len(workflows)} workflow(s) ready: durable streams present, no dead letters")
+
+
 def run_preflight(cluster: Cluster, *, fix: bool = False) -> PreflightReport:
     """Every check in order; an unreachable API server fails the first and skips the rest."""
     checks: list[CheckResult] = []
@@ -220,10 +276,13 @@ def run_preflight(cluster: Cluster, *, fix: bool = False) -> PreflightReport:
         checks.append(check_api(cluster))
     except ClusterError as exc:
         checks.append(CheckResult("api", FAILED, str(exc), "check --kubeconfig/--context and that the server is up"))
-        for name in ("runtimeclass", "namespace", "rbac", "secrets", "apiserver"):
+        for name in ("runtimeclass", "namespace", "rbac", "secrets", "apiserver", "ingress", "triggers"):
             checks.append(CheckResult(name, SKIPPED, "API server not reachable"))
         return PreflightReport(cluster.server, cluster.namespace, tuple(checks))
-    for check in (check_runtime_class, lambda c: check_namespace(c, fix=fix), check_rbac, check_secrets, check_apiserver):
+    for check in (
+        check_runtime_class, lambda c: check_namespace(c, fix=fix), check_rbac, check_secrets, check_apiserver,
+        check_ingress_class, check_triggers,
+    ):  # fmt: skip
         try:
             checks.append(check(cluster))
         except ClusterError as exc:

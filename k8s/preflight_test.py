@@ -7,7 +7,8 @@ from k8s.preflight import FAILED, OK, REQUIRED_ACCESS, WARNING, CheckResult, Pre
 
 def test_required_access_covers_every_operation():
     granted = {str(a) for a in REQUIRED_ACCESS}
-    for resource in ("deployments.apps", "services", "secrets", "cronjobs.batch", "networkpolicies.networking.k8s.io"):
+    for resource in ("deployments.apps", "services", "secrets", "cronjobs.batch", "networkpolicies.networking.k8s.io",
+                     "ingresses.networking.k8s.io"):
         for verb in ("get", "list", "create", "patch", "delete"):
             assert f"{verb} {resource}" in granted
     assert "create services/proxy" in granted

@@ -1,4 +1,5 @@
-"""How a deployed workflow is doing: replicas, image, runtime class, pods, CronJobs, NetworkPolicy, events."""
+"""How a deployed workflow is doing: replicas, image, runtime class, pods, CronJobs, NetworkPolicy, Ingress,
+events, and (from the engine) its triggers: webhook keys, NATS, the durable queues' stream, lag and dead letters."""
 
 from __future__ import annotations
 
@@ -55,6 +56,77 @@ class PolicyInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class IngressInfo:
+    """The workflow's Ingress (webhook paths) as it is in the cluster."""
+
+    name: str
+    host: str
+    paths: tuple[str, ...]
+    ingress_class: str
+    tls: bool
+    # Where the controller publishes it (status.loadBalancer), or "".
+    address: str
+
+
+def trigger_source(entry: Mapping[str, Any]) -> str:
+    """Where a trigger listens: `POST /hooks/x`, a subject, a schedule."""
+    kind = entry.get("type")
+    if kind == "webhook":
+        return f"POST {entry.get('path', '?')}"
+    if kind == "queue":
+        return str(entry.get("subject", "?"))
+    if kind == "cron":
+        return str(entry.get("schedule", "?"))
+    return "POST /run"
+
+
+def trigger_state(entry: Mapping[str, Any]) -> str:
+    """One line on how a trigger (an entry of the engine's GET /triggers) is doing."""
+    kind = entry.get("type")
+    if kind == "webhook":
+        scheme = entry.get("signature", "github")
+        return "unsigned: anyone who reaches it can run the workflow" if scheme == "none" else f"signed ({scheme})"
+    if kind != "queue":
+        return "CronJob" if kind == "cron" else "-"
+    if entry.get("error") and not entry.get("durable"):
+        return f"error: {entry['error']}"
+    if not entry.get("durable"):
+        return f"core NATS, queue group {entry.get('queue_group', '?')}: " + ("connected" if entry.get("connected") else "not connected")
+    js = entry.get("jetstream") or {}
+    if entry.get("error"):
+        return f"durable: error: {entry['error']}"
+    if not js.get("stream_exists"):
+        return f"durable: stream {js.get('stream', '?')} missing" + (f": {js['error']}" if js.get("error") else "")
+    dead = js.get("dead_letters")
+    dead_text = "dead letters not kept (no stream of ours)" if dead is None else f"{dead} dead letter{'s' if dead != 1 else ''}"
+    text = (
+        f"durable: stream {js['stream']}, {js.get('pending', '?')} waiting, {js.get('in_progress', '?')} in progress, "
+        f"{dead_text} ({js.get('dead_letter_subject', '?')})"
+    )
+    return text + (f"; error: {js['error']}" if js.get("error") else "")
+
+
+def trigger_problems(entry: Mapping[str, Any]) -> list[str]:
+    """What needs someone's attention about a trigger (for `cluster check`)."""
+    problems = []
+    name = entry.get("name", "?")
+    if entry.get("type") == "webhook" and entry.get("signature") == "none":
+        problems.append(f"webhook {name} takes unsigned calls")
+    if entry.get("type") != "queue":
+        return problems
+    js = entry.get("jetstream") or {}
+    if entry.get("error"):
+        problems.append(f"queue {name}: {entry['error']}")
+    elif entry.get("durable") and not js.get("stream_exists"):
+        problems.append(f"queue {name}: stream {js.get('stream', '?')} missing" + (f" ({js['error']})" if js.get("error") else ""))
+    elif entry.get("durable") and js.get("dead_letters"):
+        problems.append(f"queue {name}: {js['dead_letters']} dead letter(s) on {js.get('dead_letter_subject')}")
+    elif not entry.get("durable") and not entry.get("connected"):
+        problems.append(f"queue {name}: not connected to NATS")
+    return problems
+
+
+@dataclasses.dataclass(frozen=True)
 class WorkflowStatus:
     name: str
     namespace: str
@@ -75,6 +147,11 @@ class WorkflowStatus:
     last_runs: tuple[dict[str, Any], ...] = ()
     # Why the runs could not be read (no ready engine, history off …), or "".
     runs_error: str = ""
+    # With detail: the Ingress exposing the webhook paths, None without one.
+    ingress: IngressInfo | None = None
+    # With detail: the engine's GET /triggers entries (one replica's view), and why they could not be read.
+    triggers: tuple[dict[str, Any], ...] = ()
+    triggers_error: str = ""
 
     @property
     def healthy(self) -> bool:
@@ -126,7 +203,7 @@ def get_status(cluster: Cluster, name: str, *, detail: bool = False, namespace: 
     cronjobs = cluster.list(kinds.CRONJOB, namespace, selector=workflow_selector(name))
     replicasets = cluster.list(kinds.REPLICASET, namespace, selector=_selector(selector_labels(name)))
     policy = cluster.get(kinds.NETWORK_POLICY, name, namespace)
-    related = {("Deployment", name), ("Service", name), ("NetworkPolicy", name)}
+    related = {("Deployment", name), ("Service", name), ("NetworkPolicy", name), ("Ingress", name)}
     related |= {("Pod", p["metadata"]["name"]) for p in pods}
     related |= {("ReplicaSet", r["metadata"]["name"]) for r in replicasets}
     related |= {("CronJob", c["metadata"]["name"]) for c in cronjobs}
@@ -137,6 +214,7 @@ def get_status(cluster: Cluster, name: str, *, detail: bool = False, namespace: 
     ]
     events.sort(key=_event_time)
     last_runs, runs_error = _last_runs(cluster, name, namespace)
+    triggers, triggers_error = engine_triggers(cluster, name, namespace)
     return dataclasses.replace(
         status,
         pods=tuple(_pod_info(p) for p in sorted(pods, key=lambda p: p["metadata"]["name"])),
@@ -145,7 +223,38 @@ def get_status(cluster: Cluster, name: str, *, detail: bool = False, namespace: 
         network_policy=_policy_info(policy) if policy else None,
         last_runs=last_runs,
         runs_error=runs_error,
+        ingress=_ingress_info(cluster, name, namespace),
+        triggers=triggers,
+        triggers_error=triggers_error,
     )
+
+
+def engine_triggers(cluster: Cluster, name: str, namespace: str, timeout: float = 10) -> tuple[tuple[dict[str, Any], ...], str]:
+    """The engine's GET /triggers through the service proxy (one replica answers for the shared stream)."""
+    from engine.serve.client import EngineError
+    from k8s.run import engine_client
+
+    try:
+        return tuple(engine_client(cluster, name, namespace).triggers(timeout=timeout)), ""
+    except (EngineError, ClusterError) as exc:
+        return (), str(exc)
+
+
+def _ingress_info(cluster: Cluster, name: str, namespace: str) -> IngressInfo | None:
+    try:
+        ingress = cluster.get(kinds.INGRESS, name, namespace)
+    except ClusterError as exc:
+        if exc.reason == "forbidden":
+            return None
+        raise
+    if ingress is None:
+        return None
+    spec = ingress.get("spec") or {}
+    rules = spec.get("rules") or [{}]
+    paths = tuple(p.get("path", "") for rule in rules for p in (rule.get("http") or {}).get("paths") or [])
+    balancer = ((ingress.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    address = ", ".join(b.get("hostname") or b.get("ip") or "" for b in balancer)
+    return IngressInfo(name, rules[0].get("host", "*"), paths, spec.get("ingressClassName", ""), bool(spec.get("tls")), address)
 
 
 def _last_runs(cluster: Cluster, name: str, namespace: str) -> tuple[tuple[dict[str, Any], ...], str]:

@@ -131,24 +131,25 @@ class NatsServer:
     # More nats-server flags (TlsNatsServer adds its TLS ones).
     extra_args: tuple[str, ...] = ()
 
-    def __init__(self, token: str = "s3cret-nats-token"):
+    def __init__(self, token: str = "s3cret-nats-token", host: str = "127.0.0.1"):
         binary = shutil.which("nats-server")
         if binary is None:
             raise AssertionError("nats-server is not installed (apt-get install -y nats-server; .ci/run installs it)")
         self.binary = binary
         self.token = token
+        self.host = host
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="nats-server-", suffix=".log")[1])
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "--auth", self.token, *self.extra_args],
+            [self.binary, "-a", self.host, "-p", str(self.port), "--auth", self.token, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
@@ -156,7 +157,7 @@ class NatsServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"nats-server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.2) as sock:
                 if sock.recv(4096).startswith(b"INFO"):
                     return
             time.sleep(0.05)
@@ -220,8 +221,8 @@ class TlsNatsServer(NatsServer):
 class JetStreamNatsServer(NatsServer):
     """A NatsServer with JetStream on (`-js`), its store in a directory of its own (key-value buckets live there)."""
 
-    def __init__(self, directory: Path, token: str = "s3cret-nats-token"):
-        super().__init__(token)
+    def __init__(self, directory: Path, token: str = "s3cret-nats-token", host: str = "127.0.0.1"):
+        super().__init__(token, host)
         directory.mkdir(parents=True, exist_ok=True)
         self.extra_args = ("-js", "-sd", str(directory))
 

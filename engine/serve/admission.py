@@ -460,6 +460,14 @@ class RunGate:
         outputs = {n: value_to_python(record.nodes[n].output) for n in succeeded}
         return Resume(run_id, outputs), input
 
+    async def wait_recorded(self, run_id: str, timeout: float) -> bool:
+        """True once the run's final result is in the history store (at once for memory, or with history
+        off); False when `timeout` passed first. Durable queue messages are acknowledged after it."""
+        written = getattr(self.history, "wait_written", None)
+        if written is None:
+            return True
+        return await written(run_id, timeout)
+
     async def open_history(self) -> None:
         if self.history is not None:
             await self.history.open()

@@ -135,6 +135,13 @@ class HttpEngine:
             return doc["runs"]
         raise self._fail(answer, doc, "runs")
 
+    def triggers(self, timeout: float) -> list[dict[str, Any]]:
+        """`GET /triggers`: each trigger as the engine serves it (queues with their JetStream state)."""
+        answer, doc = self._call("GET", "triggers", timeout=timeout)
+        if answer.status == 200 and isinstance(doc, dict) and isinstance(doc.get("triggers"), list):
+            return doc["triggers"]
+        raise self._fail(answer, doc, "triggers")
+
     def watch(self, run_id: str, timeout: float) -> Iterator[dict[str, Any]]:
         """Polls the run's record; a node event each time one more node has finished."""
         deadline = time.monotonic() + timeout

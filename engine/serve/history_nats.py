@@ -213,6 +213,16 @@ class NatsHistory:
             log.warning("run history: run %s recorded without its outputs (%d bytes; NATS takes %d)", result.run_id, len(data), limit)
         await self.runs.put(result.run_id, data)
 
+    async def wait_written(self, run_id: str, timeout: float) -> bool:
+        """True once nothing of `run_id` waits to be written; False after `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while run_id in self._pending:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
     # -- reads -----------------------------------------------------------------
 
     async def _wait_ready(self) -> None:

@@ -1,4 +1,5 @@
-"""The HTTP face of a serving engine (aiohttp): /run, /runs, /healthz, /readyz, /metrics.
+"""The HTTP face of a serving engine (aiohttp): /run, /runs, /healthz, /readyz, /metrics, /triggers,
+and `POST <path>` of each webhook trigger (verified and run by engine/serve/webhooks.py).
 
 Status codes: 200 a run that succeeded, 500 one that failed (the body is still
 the `ExecutionResult`), 400 bad JSON, 408 a body that arrives too slowly, 413 a
@@ -8,7 +9,9 @@ Callers: a request carrying an `Origin` other than the engine's own, or
 `Sec-Fetch-Site: cross-site|same-site`, is refused with 403: a web page cannot
 start runs (or read `/metrics`) through a visitor's browser. An engine bound to
 loopback also refuses a `Host` that is not a loopback name or address (DNS
-rebinding). Plain clients (curl, the CLI, Kubernetes probes) send neither.
+rebinding), except on signed webhook paths, which tunnels reach under their own
+Host and whose signature proves the caller. Plain clients (curl, the CLI,
+Kubernetes probes, webhook senders) send neither.
 
 Input: any JSON value is accepted and handed to the root nodes as it is
 (objects, but also lists, strings, numbers, null); an empty body or a GET
@@ -29,7 +32,7 @@ import ipaddress
 import json
 import logging
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
 
@@ -38,6 +41,9 @@ from engine.serve.history import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, HistoryErro
 from engine.values import parse_input, result_to_dict, result_to_json, run_status
 from engine.serve.options import HttpOptions
 from proto.pipedreamer.v1 import execution_pb2
+
+if TYPE_CHECKING:
+    from engine.serve.webhooks import Webhooks
 
 log = logging.getLogger("pipedreamer.server")
 
@@ -75,11 +81,15 @@ class HttpFrontend:
         options: HttpOptions = HttpOptions(),  # noqa: B008 - a frozen dataclass, shared safely
         lock_report: Callable[[], dict[str, Any]] | None = None,
         loopback_only: bool = False,
+        webhooks: Webhooks | None = None,
+        trigger_report: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.gate = gate
         self.options = options
         self.loopback_only = loopback_only
         self.lock_report = lock_report or (lambda: {"applied": False})
+        self.webhooks = webhooks
+        self.trigger_report = trigger_report
         self.started = time.monotonic()
 
     async def run(self, request: web.Request) -> web.StreamResponse:
@@ -129,6 +139,26 @@ class HttpFrontend:
             body=result_to_json(result).encode(),
             content_type=_JSON,
         )
+
+    async def webhook(self, request: web.Request) -> web.StreamResponse:
+        """`POST <path>` of a webhook trigger: the body read as /run reads it, then verified and run."""
+        webhooks = self.webhooks
+        assert webhooks is not None
+        if self.gate.draining:
+            self.gate.metrics.rejected(Draining.reason)
+            return _error(503, str(Draining()), close=True)
+        try:
+            body = await self._read_body(request)
+        except _BodyError as exc:
+            self.gate.metrics.rejected("bad_body")
+            return _error(exc.status, str(exc), close=True)
+        answer = await webhooks.deliver(request.match_info.route.resource.canonical, body, request.headers, request.content_type)
+        return web.Response(status=answer.status, body=answer.body, content_type=_JSON, headers=answer.headers)
+
+    async def triggers(self, request: web.Request) -> web.Response:
+        """`GET /triggers`: each trigger and what it needs (webhook keys, NATS, JetStream stream, lag, dead letters)."""
+        report = await self.trigger_report() if self.trigger_report is not None else {"triggers": []}
+        return web.json_response(report)
 
     async def list_runs(self, request: web.Request) -> web.Response:
         query = request.query
@@ -249,10 +279,13 @@ def refuse_caller(request: web.Request, loopback_only: bool) -> str | None:
     return None
 
 
-def _caller_check(loopback_only: bool) -> Callable:
+def _caller_check(loopback_only: bool, signed_paths: frozenset[str] = frozenset()) -> Callable:
+    """Refuses browsers on other sites everywhere; the loopback Host rule (DNS rebinding) everywhere but
+    on signed webhook paths, which a tunnel reaches under its own Host and whose signature proves the caller."""
+
     @web.middleware
     async def check(request: web.Request, handler: Callable) -> web.StreamResponse:
-        reason = refuse_caller(request, loopback_only)
+        reason = refuse_caller(request, loopback_only and (not signed_paths or request.path not in signed_paths))
         if reason is not None:
             log.warning("%s %s: %s", request.method, request.path, reason)
             return _error(403, reason)
@@ -274,8 +307,10 @@ async def _json_errors(request: web.Request, handler: Callable) -> web.StreamRes
 
 def create_app(frontend: HttpFrontend) -> web.Application:
     # The body limit is enforced while streaming in HttpFrontend._read_body.
+    webhooks = frontend.webhooks
+    signed = webhooks.signed_paths if webhooks is not None else frozenset()
     app = web.Application(
-        middlewares=[_caller_check(frontend.loopback_only), _json_errors], client_max_size=frontend.options.max_body
+        middlewares=[_caller_check(frontend.loopback_only, signed), _json_errors], client_max_size=frontend.options.max_body
     )
     app.router.add_route("POST", "/run", frontend.run)
     app.router.add_route("GET", "/run", frontend.run)
@@ -284,6 +319,9 @@ def create_app(frontend: HttpFrontend) -> web.Application:
     app.router.add_get("/healthz", frontend.healthz)
     app.router.add_get("/readyz", frontend.readyz)
     app.router.add_get("/metrics", frontend.metrics)
+    app.router.add_get("/triggers", frontend.triggers)
+    for path in webhooks.paths if webhooks is not None else ():
+        app.router.add_post(path, frontend.webhook)
     return app
 
 

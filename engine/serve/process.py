@@ -29,6 +29,7 @@ from engine.serve.queue_triggers import QueueTriggers, nats_server_address
 from engine.runtime import Engine
 from engine.serve.options import ServeOptions, add_serve_flags, options_from_args
 from engine.serve.http_frontend import HttpFrontend, create_runner, is_loopback_host
+from engine.serve.webhooks import Webhooks
 
 log = logging.getLogger("pipedreamer.serve")
 
@@ -140,8 +141,15 @@ class ServingEngine:
             resume_capacity=options.history,
         )
         self.lock: sandbox.LockReport | None = None
+        # Raises WebhookKeyError when a signed webhook has no key: no engine starts with that hole.
+        self.webhooks = Webhooks.for_spec(self.gate, spec, engine.secrets)
         self.http = HttpFrontend(
-            self.gate, options=options.http, lock_report=self._lock_report, loopback_only=is_loopback_host(options.host)
+            self.gate,
+            options=options.http,
+            lock_report=self._lock_report,
+            loopback_only=is_loopback_host(options.host),
+            webhooks=self.webhooks,
+            trigger_report=self.trigger_report,
         )
         # Created after the lock: grpc starts threads, and threads started before it escape Landlock.
         self.grpc: GrpcFrontend | None = None
@@ -181,6 +189,17 @@ class ServingEngine:
             raise
         return serving
 
+    async def trigger_report(self) -> dict[str, Any]:
+        """`GET /triggers`: every trigger of the workflow as this engine serves it."""
+        entries: list[dict[str, Any]] = [*self.webhooks.report(), *await self.queues.report()]
+        for trigger in self.engine.spec.triggers:
+            if trigger.type == trigger.TYPE_CRON:
+                entries.append({"type": "cron", "name": trigger.name or "cron", "schedule": trigger.schedule,
+                                "note": "started by the CronJob deploy renders (POST /run?trigger=NAME)"})  # fmt: skip
+            elif trigger.type == trigger.TYPE_MANUAL:
+                entries.append({"type": "manual", "name": trigger.name or "manual"})
+        return {"workflow": self.engine.spec.name, "triggers": entries}
+
     def _lock_report(self) -> dict[str, Any]:
         return self.lock.to_dict() if self.lock is not None else {"applied": False}
 
@@ -200,6 +219,13 @@ class ServingEngine:
         if self.grpc is not None:
             await self.grpc.start()
         await self.queues.start()
+        if self.webhooks.routes:
+            log.info(
+                "webhooks: %s",
+                ", ".join(f"POST {hook['path']} ({hook['signature']})" for hook in self.webhooks.report()),
+            )
+            if not self.webhooks.dedupe:
+                log.warning("webhooks: run history is off (--history 0): repeated deliveries are not recognised and run again")
         if options.watch:
             self._watch = asyncio.get_running_loop().create_task(self.engine.watch())
         log.info(

@@ -8,6 +8,8 @@ of the system roots, for servers whose certificate a private CA signed.
 It reconnects forever when the server goes away, and drains on shutdown:
 messages already delivered to this replica still run and get their reply.
 A message's `Nats-Msg-Id` header is its idempotency key (with the run history on).
+Triggers with `durable: true` consume from JetStream instead, over the same
+connection (engine/serve/durable_queues.py).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from engine.serve.admission import RunConflict, RunGate, RunRejected
+from engine.serve.durable_queues import DurableQueues
 from engine.serve.history import HistoryError
 from engine.values import parse_input
 from engine.values import result_to_json
-from engine.spec import config_to_dict
+from engine.spec import DEFAULT_MAX_DELIVER, config_to_dict
 from proto.pipedreamer.v1 import execution_pb2, workflow_pb2
 
 if TYPE_CHECKING:
@@ -140,6 +143,8 @@ class QueueTriggers:
         self._handlers: set[asyncio.Task] = set()
         self._slots: asyncio.Semaphore | None = None
         self.subscribed = asyncio.Event()
+        # The `durable: true` triggers, once start() found some.
+        self.durable: DurableQueues | None = None
         self._last_error = ""
         self._display = ""  # the server URL as logs show it
 
@@ -165,8 +170,14 @@ class QueueTriggers:
         except ValueError as exc:
             log.error("queue trigger(s) on %s disabled: %s", subjects, exc)
             return
-        self._slots = asyncio.Semaphore(self.gate.max_concurrent_runs or DEFAULT_CONCURRENCY)
-        self._connector = asyncio.get_running_loop().create_task(self._connect(url, token, tls, triggers))
+        concurrency = self.gate.max_concurrent_runs or DEFAULT_CONCURRENCY
+        self._slots = asyncio.Semaphore(concurrency)
+        durable = [t for t in triggers if t.durable]
+        if durable:
+            self.durable = DurableQueues(self.gate, self.engine, durable, concurrency=concurrency)
+        self._connector = asyncio.get_running_loop().create_task(
+            self._connect(url, token, tls, [t for t in triggers if not t.durable])
+        )
 
     async def _connect(self, url: str, token: str, tls: ssl.SSLContext | None, triggers: list[workflow_pb2.Trigger]) -> None:
         import nats  # only workflows with queue triggers pay for it
@@ -197,6 +208,10 @@ class QueueTriggers:
             log.error("queue triggers disabled: cannot connect to NATS at %s: %s", display, self._describe(exc))
             return
         self.client = client
+        if self.durable is not None:
+            self.durable.start(client)
+        if not triggers:
+            return
         group = queue_group(self.engine.spec.name)
         for trigger in triggers:
             name = trigger.name or f"queue:{trigger.subject}"
@@ -252,6 +267,8 @@ class QueueTriggers:
         if self._connector is not None and not self._connector.done():
             self._connector.cancel()
             await asyncio.gather(self._connector, return_exceptions=True)
+        if self.durable is not None:
+            await self.durable.stop_receiving()
         for subscription in self.subscriptions:
             try:
                 await subscription.drain()
@@ -263,6 +280,8 @@ class QueueTriggers:
         """Waits for replies still being sent, then drains and closes the connection."""
         if self._handlers:
             await asyncio.wait(set(self._handlers), timeout=timeout)
+        if self.durable is not None:
+            await self.durable.wait_handled(timeout)
         client, self.client = self.client, None
         if client is None or client.is_closed:
             return
@@ -270,6 +289,36 @@ class QueueTriggers:
             await asyncio.wait_for(client.drain(), timeout)
         except Exception:  # noqa: BLE001 - drain failed (server gone): just close
             await client.close()
+
+    async def report(self) -> list[dict[str, Any]]:
+        """What `GET /triggers` says about each queue trigger (durable ones with their stream's state)."""
+        triggers = queue_triggers(self.engine.spec)
+        if not triggers:
+            return []
+        connected = self.client is not None and self.client.is_connected
+        _, _, missing = nats_settings(self.engine.spec, self._all_secrets())
+        stream = await self.durable.report() if self.durable is not None else {}
+        entries = []
+        for trigger in triggers:
+            entry: dict[str, Any] = {
+                "type": "queue",
+                "name": trigger.name or f"queue:{trigger.subject}",
+                "subject": trigger.subject,
+                "durable": trigger.durable,
+                "nats": self._display or None,
+                "connected": connected,
+            }
+            if missing:
+                entry["error"] = f"skipped: {' and '.join(missing)} not set"
+            elif trigger.durable:
+                entry["max_deliver"] = trigger.max_deliver or DEFAULT_MAX_DELIVER
+                entry["jetstream"] = stream
+            else:
+                entry["queue_group"] = queue_group(self.engine.spec.name)
+            if self._last_error and "error" not in entry and not connected:
+                entry["error"] = self._last_error
+            entries.append(entry)
+        return entries
 
     async def _on_error(self, exc: Exception) -> None:
         # While the server is down the same error comes back every second: say it once.
