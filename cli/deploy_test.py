@@ -175,5 +175,6 @@ def test_webhook_keys_and_ingress_flags_are_checked_before_anything_renders(hook
     assert "--ingress-host needs --ingress-namespace" in capsys.readouterr().err
     assert main(["deploy", str(hooks), "--dry-run", "--ingress-namespace", "x"]) == 1
     assert "--ingress-namespace only applies with --ingress-host" in capsys.readouterr().err
-    assert main(["deploy", "examples/hello", "--dry-run", "--ingress-host", "h.example", "--ingress-namespace", "x"]) == 1
+    plain = shutil.copytree("examples/hello", hooks.parent / "hello")  # a copy: Bazel's runfiles are symlinks
+    assert main(["deploy", str(plain), "--dry-run", "--ingress-host", "h.example", "--ingress-namespace", "x"]) == 1
     assert "--ingress-host exposes webhook paths, and this workflow has no webhook trigger" in capsys.readouterr().err

@@ -1,9 +1,10 @@
-"""The repository's Bazel files: what Bazel itself does not check.
+"""The repository's Bazel files, checked without Bazel.
 
-Two checks: every .py file belongs to a target and each target's deps cover
-its imports (tools/bazel_check/buildgraph.py), and buildifier's format and
-lint check. Labels, visibility, loads and MODULE.bazel are Bazel's to check
-(CI runs it: tools/bazel/run.sh). buildifier comes from npm
+Two checks: every .py file belongs to a target, each target's deps cover
+its imports, and every label of another package is visible to the package
+using it and not testonly unless the user is (tools/bazel_check/buildgraph.py);
+and buildifier's format and lint check. Labels, loads and MODULE.bazel are
+Bazel's to check (CI runs it: tools/bazel/run.sh). buildifier comes from npm
 (``@bazel/buildifier``); when it is missing the test fails and says how to
 install it, it never skips.
 """

@@ -120,9 +120,13 @@ async def test_a_failed_run_goes_to_the_dead_letter_subject_at_once_with_its_res
             result = letter["result"]
             assert result["status"] == "RUN_STATUS_FAILED" and result["trigger"] == "orders"
             assert "order 7 is not valid" in result["nodes"]["take"]["error"]
-            # Not redelivered: terminated, and the one run is the one recorded.
-            info = await js.consumer_info(STREAM, CONSUMER)
-            assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
+            # Not redelivered: terminated (just after its dead letter is published), and the one run is the one recorded.
+            async def terminated():
+                info = await js.consumer_info(STREAM, CONSUMER)
+                return info if (info.num_pending, info.num_ack_pending) == (0, 0) else None
+
+            info = await wait_for_async("the message to be terminated", terminated)
+            assert info.num_redelivered == 0
             assert [r.run_id for r in await engine.gate.list_runs(limit=10)] == [result["runId"]]
             report = await engine.queues.report()
             assert report[0]["jetstream"]["dead_letters"] == 1

@@ -1,8 +1,10 @@
 """What Bazel cannot check in our BUILD files: every ``.py`` file belongs to a target,
 and each Python target's deps cover its imports.
 
-Bazel itself (CI runs it: tools/bazel/run.sh) checks labels, visibility, loads,
-MODULE.bazel and duplicate names. It does not know which file Python imports:
+Bazel itself (CI runs it: tools/bazel/run.sh) checks labels, loads,
+MODULE.bazel and duplicate names, and visibility; visibility is checked here
+too, so that the plain path (no Bazel) catches a dep another package does not
+grant. It does not know which file Python imports:
 a module in no target, or an import that works only because another target
 happened to bring the module along, passes ``bazel test`` and breaks later.
 
@@ -26,6 +28,17 @@ it adds. :func:`check_repo` reports every problem at once; each
     code). Every dep is needed by an import, unless its line says ``# keep``.
     A source silences a deliberate exception with
     ``# buildcheck: ignore-import <module>``.
+``visibility`` / ``testonly``
+    A label in ``deps``, ``data``, ``srcs`` or ``tools`` (or one a macro adds)
+    that names a target or source file of another package must be granted by
+    that package: the target's ``visibility``, else the package's
+    ``default_visibility`` (private when there is none); a source file's
+    ``exports_files`` (public without a ``visibility``), else the package
+    default, as Bazel 7 has it. Grants read: ``//visibility:public|private``,
+    ``//pkg:__pkg__``, ``//pkg:__subpackages__`` and a ``package_group``'s
+    ``packages``. A target that is not testonly (tests are) may not depend on a
+    ``testonly`` one. Targets a macro makes (``:files`` of a workflow) are not
+    known here: labels naming them are left to Bazel.
 ``static``
     A ``srcs``/``deps``/``main`` too dynamic to read, or a BUILD file that does
     not parse.
@@ -50,7 +63,11 @@ SKIPPED_DIR_NAMES = frozenset({"node_modules", "__pycache__"})
 SKIPPED_DIR_PREFIXES = (".", "bazel-")
 PYTHON_RULES = {"py_library": "library", "py_binary": "binary", "py_test": "test"}
 #: The attributes the checks read; a target's other attributes are Bazel's business.
-READ_ATTRS = ("srcs", "deps", "main", "outs")
+READ_ATTRS = ("srcs", "deps", "main", "outs", "data", "tools", "visibility")
+#: The attributes whose labels must be visible to the target's package (and not testonly).
+DEP_ATTRS = ("deps", "data", "srcs", "tools")
+PUBLIC = "//visibility:public"
+PRIVATE = "//visibility:private"
 STDLIB_MODULES = frozenset(sys.stdlib_module_names) | {"__future__", "__main__"}
 IGNORE_IMPORT_RE = re.compile(r"#\s*buildcheck:\s*ignore-import\s+([\w.,\s]+)")
 KEEP_RE = re.compile(r"#\s*keep\b")
@@ -229,6 +246,9 @@ class Macro:
 
     kind: str  # "library" | "binary" | "test" (srcs reach that py_* rule) | "files"
     added_deps: tuple[str, ...] = ()
+    #: Absolute labels in its body (and in the macros it calls): Bazel checks them
+    #: against the package that calls the macro.
+    labels: tuple[str, ...] = ()
 
 
 @dataclass
@@ -241,6 +261,7 @@ class Target:
     line: int
     attrs: dict[str, list[Item]] = field(default_factory=dict)
     macro: Macro | None = None
+    testonly: bool = False
 
     @property
     def label(self) -> Label:
@@ -252,6 +273,11 @@ class Target:
         if self.kind in PYTHON_RULES:
             return PYTHON_RULES[self.kind]
         return self.macro.kind if self.macro else "other"
+
+    @property
+    def is_test(self) -> bool:
+        """A test rule (``*_test``, a macro around ``py_test``): testonly without saying so."""
+        return self.kind.endswith("_test") or self.kind == "test_suite" or self.category == "test"
 
     @property
     def is_python(self) -> bool:
@@ -271,6 +297,13 @@ class Package:
     targets: list[Target]
     problems: list[Finding]
     keep_lines: frozenset[int]
+    #: package(default_visibility = ...); None when the BUILD file sets none (private).
+    default_visibility: list[str] | None = None
+    default_testonly: bool = False
+    #: exports_files: file name → its visibility (None: public).
+    exports: dict[str, list[str] | None] = field(default_factory=dict)
+    #: package_group name → its `packages`.
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
     def rule(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
@@ -342,25 +375,58 @@ def read_package(tree: Tree, macros: MacroReader, package: str) -> Package:
         if isinstance(target, ast.Name)
     }
     evaluator = _Evaluator(tree, package, variables)
-    targets, problems = [], []
+    result = Package(package, build_file, [], [], keep_lines)
     for stmt in module.body:
         call = stmt.value if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) else None
         if call is None or not isinstance(call.func, ast.Name):
             continue
         keywords = {k.arg: k.value for k in call.keywords if k.arg}
+        try:
+            if _package_level(evaluator, call, keywords, result):
+                continue
+        except Unevaluable as error:
+            result.problems.append(Finding(build_file, "", "static", f"{call.func.id}: cannot read {error}"))
+            continue
         name = keywords.get("name")
         if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
             continue
         kind = call.func.id
         target = Target(kind, name.value, package, call.lineno, macro=macros.macro(loads.get(kind), package))
+        target.testonly = _true(keywords.get("testonly"))
         for attr in READ_ATTRS:
             if attr in keywords:
                 try:
                     target.attrs[attr] = evaluator.items(keywords[attr])
                 except Unevaluable as error:
-                    problems.append(Finding(build_file, target.name, "static", f"{attr}: cannot read {error}"))
-        targets.append(target)
-    return Package(package, build_file, targets, problems, keep_lines)
+                    result.problems.append(Finding(build_file, target.name, "static", f"{attr}: cannot read {error}"))
+        result.targets.append(target)
+    return result
+
+
+def _true(node: ast.expr | None) -> bool:
+    return isinstance(node, ast.Constant) and bool(node.value)
+
+
+def _package_level(evaluator: _Evaluator, call: ast.Call, keywords: Mapping[str, ast.expr], into: Package) -> bool:
+    """Reads package(), exports_files() and package_group() into `into`; False for other calls."""
+    def texts(node: ast.expr | None) -> list[str] | None:
+        return None if node is None else [item.text for item in evaluator.items(node)]
+
+    kind = call.func.id if isinstance(call.func, ast.Name) else ""
+    if kind == "package":
+        into.default_visibility = texts(keywords.get("default_visibility"))
+        into.default_testonly = _true(keywords.get("default_testonly"))
+    elif kind == "exports_files":
+        files = texts(call.args[0] if call.args else keywords.get("srcs")) or []
+        visibility = texts(call.args[1] if len(call.args) > 1 else keywords.get("visibility"))
+        into.exports.update(dict.fromkeys(files, visibility))
+    elif kind == "package_group":
+        name = keywords.get("name")
+        if isinstance(name, ast.Constant) and isinstance(name.value, str):
+            into.groups[name.value] = texts(keywords.get("packages")) or []
+    else:
+        return False
+    return True
 
 
 def _loads(module: ast.Module) -> dict[str, tuple[str, str]]:
@@ -408,10 +474,12 @@ class MacroReader:
         if path not in self.tree.files:
             return None
         module = ast.parse(self.tree.read(path), filename=path)
-        function = next((s for s in module.body if isinstance(s, ast.FunctionDef) and s.name == symbol), None)
+        functions = {s.name: s for s in module.body if isinstance(s, ast.FunctionDef)}
+        function = functions.get(symbol)
         if function is None:
             return None  # a rule(): its attributes are Bazel's to check
         loads = _loads(module)
+        labels = tuple(dict.fromkeys(self._labels(path, functions, loads, function, {symbol})))
         python_rules = {local for local, (_bzl, name) in loads.items() if name in PYTHON_RULES}
         for call in (n for n in ast.walk(function) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
             if call.func.id not in python_rules:
@@ -419,8 +487,35 @@ class MacroReader:
             keywords = {k.arg: k.value for k in call.keywords if k.arg}
             if not _mentions(keywords.get("srcs"), "srcs"):
                 continue
-            return Macro(PYTHON_RULES[loads[call.func.id][1]], tuple(_added(keywords.get("deps"))))
-        return Macro("files")
+            return Macro(PYTHON_RULES[loads[call.func.id][1]], tuple(_added(keywords.get("deps"))), labels)
+        return Macro("files", labels=labels)
+
+    def _labels(
+        self,
+        path: str,
+        functions: Mapping[str, ast.FunctionDef],
+        loads: Mapping[str, tuple[str, str]],
+        function: ast.FunctionDef,
+        seen: set[str],
+    ) -> list[str]:
+        """Absolute label strings in `function`, and in the functions and macros it calls."""
+        found = [
+            n.value
+            for n in ast.walk(function)
+            if isinstance(n, ast.Constant)
+            and isinstance(n.value, str)
+            and n.value.startswith(("//", "@"))
+            and not n.value.startswith("//visibility:")
+        ]
+        for call in (n for n in ast.walk(function) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
+            name = call.func.id
+            if name in functions and name not in seen:
+                seen.add(name)
+                found += self._labels(path, functions, loads, functions[name], seen)
+            elif name in loads:
+                called = self.macro(loads[name], self.tree.package_of(path) or "")
+                found += called.labels if called else ()
+        return found
 
 
 def _mentions(node: ast.expr | None, name: str) -> bool:
@@ -580,6 +675,65 @@ class Repo:
 
     def is_test_file(self, path: str) -> bool:
         return matches_any([self.config.test_file_pattern], path.rsplit("/", 1)[-1])
+
+    def visibility_of(self, label: Label) -> tuple[list[str], str, bool] | None:
+        """(visibility, where it comes from, testonly) of a main-repository label, or None when
+        the label names no target or file this checker knows (a macro's target).
+
+        Where: "rule" (its own visibility), "default" (the package's), "exported"
+        (exports_files) or "file" (a source file not exported: the package default)."""
+        package = self.packages[label.package]
+        default = package.default_visibility if package.default_visibility is not None else [PRIVATE]
+        rule = package.rule(label.name) or next((t for t in package.targets if label.name in t.outs()), None)
+        if rule is not None:
+            testonly = rule.testonly or rule.is_test or package.default_testonly
+            if "visibility" in rule.attrs:
+                return [item.text for item in rule.items("visibility")], "rule", testonly
+            return default, "default", testonly
+        path = _join(label.package, label.name)
+        if path not in self.tree.files or self.tree.package_of(path) != label.package:
+            return None
+        if label.name in package.exports:
+            return package.exports[label.name] or [PUBLIC], "exported", False
+        return default, "file", False
+
+    def grants(self, owner: str, visibility: Iterable[str], package: str) -> bool:
+        """Whether `visibility` (of a target in package `owner`) lets `package` depend on it."""
+        if owner == package:
+            return True
+        for text in visibility:
+            try:
+                label = parse_label(text, owner)
+            except ValueError:
+                continue
+            if label.repo:
+                continue
+            if str(label) == PUBLIC:
+                return True
+            if label.name == "__pkg__" and label.package == package:
+                return True
+            if label.name == "__subpackages__" and _within(package, label.package):
+                return True
+            group = self.packages.get(label.package)
+            specs = group.groups.get(label.name, []) if group else []
+            if any(_in_package_spec(spec, package) for spec in specs):
+                return True
+        return False
+
+
+def _within(package: str, base: str) -> bool:
+    return base == "" or package == base or package.startswith(base + "/")
+
+
+def _in_package_spec(spec: str, package: str) -> bool:
+    """A package_group `packages` entry: "//pkg", "//pkg/...", "//...", "public" (no negations)."""
+    if spec == "public":
+        return True
+    if not spec.startswith("//"):
+        return False
+    if spec == "//..." or spec.endswith("/..."):
+        return _within(package, spec[2:].removesuffix("...").rstrip("/"))
+    return spec[2:] == package
 
 
 def load_repo(root: Path, config: Config = Config()) -> Repo:
@@ -749,6 +903,44 @@ def _init_owners(owners: Mapping[str, list[Target]], path: str, target: Target) 
     return {t.label for init in inits for t in owners.get(init, []) if t.label != target.label}
 
 
+def check_visibility(repo: Repo) -> Iterator[Finding]:
+    """Labels of other packages are granted to the target's package; testonly stays with tests."""
+    for package in repo.packages.values():
+        for target in package.targets:
+            uses = [(f"{attr}: {item.text}", item.text) for attr in DEP_ATTRS for item in target.items(attr)]
+            uses += [(f"{text} (added by {target.kind})", text) for text in (target.macro.labels if target.macro else ())]
+            testonly = target.testonly or target.is_test or package.default_testonly
+            for what, text in uses:
+                try:
+                    label = parse_label(text, target.package)
+                except ValueError:
+                    continue
+                if label.repo or label.package not in repo.packages:
+                    continue
+                found = repo.visibility_of(label)
+                if found is None:
+                    continue  # made by a macro, or missing: Bazel's to check
+                visibility, source, dep_testonly = found
+                if label.package != target.package and not repo.grants(label.package, visibility, target.package):
+                    grant, name = f'"//{target.package}:__pkg__"', label.short(target.package)
+                    shown = ", ".join(visibility)
+                    if source == "rule":
+                        why, fix = f"its visibility: {shown}", f"add {grant} to the visibility of {name}"
+                    elif source == "default":
+                        why, fix = f"default_visibility: {shown}", f"give {name} a visibility with {grant}"
+                    elif source == "exported":
+                        why, fix = f"exports_files visibility: {shown}", f"add {grant} to the exports_files visibility of {label.name}"
+                    else:
+                        why = f"a source file not in exports_files, default_visibility: {shown}"
+                        fix = f"export {label.name} with exports_files(visibility = [{grant}])"
+                    owner = repo.packages[label.package].build_file
+                    message = f"{what} is not visible to //{target.package} ({why}): {fix} in {owner}"
+                    yield Finding(package.build_file, target.name, "visibility", message)
+                if dep_testonly and not testonly:
+                    message = f"{what} is testonly and :{target.name} is not: mark it testonly = True or drop the dep"
+                    yield Finding(package.build_file, target.name, "testonly", message)
+
+
 def check_repo(root: Path, config: Config = Config(), dists: DistributionIndex | None = None) -> list[Finding]:
     """Every problem in the repository at `root`, sorted by path."""
     repo = load_repo(root, config)
@@ -756,6 +948,7 @@ def check_repo(root: Path, config: Config = Config(), dists: DistributionIndex |
     findings = [f for p in repo.packages.values() for f in p.problems]
     findings += check_ownership(repo)
     findings += check_imports(repo, index)
+    findings += check_visibility(repo)
     return sorted(set(findings))
 
 

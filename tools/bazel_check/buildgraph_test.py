@@ -99,7 +99,9 @@ BASE_TREE = {
 
         py_library(
             name = "pytest_main",
+            testonly = True,
             srcs = ["pytest_main.py"],
+            visibility = ["//:__subpackages__"],
             deps = ["@pip//pytest"],
         )
     """,
@@ -430,6 +432,156 @@ def test_test_file_without_test_target(repo: Path) -> None:
     ]
 
 
+# -- rule 6: visibility and testonly -------------------------------------------
+
+#: A library package of its own that app depends on, private by default.
+LIB_PACKAGE = {
+    "lib/BUILD.bazel": """\
+        load("@rules_python//python:defs.bzl", "py_library")
+
+        package(default_visibility = ["//visibility:private"])
+
+        exports_files(["schema.json"], visibility = ["//tools:__pkg__"])
+
+        py_library(
+            name = "lib",
+            srcs = ["__init__.py"],
+            visibility = ["//app:__pkg__"],
+        )
+
+        py_library(
+            name = "internal",
+            srcs = ["internal.py"],
+        )
+    """,
+    "lib/__init__.py": "",
+    "lib/internal.py": "",
+    "lib/schema.json": "{}\n",
+    "lib/notes.txt": "",
+}
+
+
+@pytest.fixture
+def lib_repo(repo: Path) -> Path:
+    """The base repository plus //lib, which grants :lib to //app only."""
+    write(repo, LIB_PACKAGE)
+    edit(repo, "app/BUILD.bazel", 'deps = [":util"],', 'deps = [\n        ":util",\n        "//lib",  # keep\n    ],')
+    assert findings(repo) == []
+    return repo
+
+
+def test_dep_on_a_private_target_of_another_package(lib_repo: Path) -> None:
+    edit(lib_repo, "app/BUILD.bazel", '"//lib",  # keep', '"//lib:internal",  # keep')
+    assert findings(lib_repo) == [
+        "app/BUILD.bazel: target :core: deps: //lib:internal is not visible to //app "
+        '(default_visibility: //visibility:private): give //lib:internal a visibility with "//app:__pkg__" '
+        "in lib/BUILD.bazel [visibility]"
+    ]
+
+
+def test_target_visibility_names_other_packages(lib_repo: Path) -> None:
+    edit(lib_repo, "lib/BUILD.bazel", '"//app:__pkg__"', '"//tools:__pkg__"')
+    assert findings(lib_repo) == [
+        "app/BUILD.bazel: target :core: deps: //lib is not visible to //app "
+        '(its visibility: //tools:__pkg__): add "//app:__pkg__" to the visibility of //lib '
+        "in lib/BUILD.bazel [visibility]"
+    ]
+
+
+@pytest.mark.parametrize(
+    "grant",
+    [
+        '"//visibility:public"',
+        '"//:__subpackages__"',
+        '"//app:__subpackages__"',
+        '"//lib:users"',
+    ],
+)
+def test_what_grants_a_package(lib_repo: Path, grant: str) -> None:
+    write(lib_repo, {"app/sub/BUILD.bazel": 'filegroup(\n    name = "sub",\n    srcs = ["//lib"],\n)\n'})
+    edit(lib_repo, "lib/BUILD.bazel", '"//app:__pkg__"', f'"//app:__pkg__", {grant}')
+    lines = (lib_repo / "lib/BUILD.bazel").read_text()
+    lines += 'package_group(\n    name = "users",\n    packages = ["//app/..."],\n)\n'
+    write(lib_repo, {"lib/BUILD.bazel": lines})
+    assert findings(lib_repo) == []
+
+
+def test_pkg_grant_is_not_a_subpackage_grant(lib_repo: Path) -> None:
+    write(lib_repo, {"app/sub/BUILD.bazel": 'filegroup(\n    name = "sub",\n    srcs = ["//lib"],\n)\n'})
+    assert findings(lib_repo) == [
+        "app/sub/BUILD.bazel: target :sub: srcs: //lib is not visible to //app/sub "
+        '(its visibility: //app:__pkg__): add "//app/sub:__pkg__" to the visibility of //lib '
+        "in lib/BUILD.bazel [visibility]"
+    ]
+
+
+def test_source_file_of_another_package(lib_repo: Path) -> None:
+    edit(lib_repo, "app/BUILD.bazel", 'srcs = ["cli.py"],', 'srcs = ["cli.py"],\n    data = [\n        "//lib:notes.txt",\n        "//lib:schema.json",\n    ],')
+    assert findings(lib_repo) == [
+        "app/BUILD.bazel: target :cli: data: //lib:notes.txt is not visible to //app "
+        "(a source file not in exports_files, default_visibility: //visibility:private): "
+        'export notes.txt with exports_files(visibility = ["//app:__pkg__"]) in lib/BUILD.bazel [visibility]',
+        "app/BUILD.bazel: target :cli: data: //lib:schema.json is not visible to //app "
+        '(exports_files visibility: //tools:__pkg__): add "//app:__pkg__" to the exports_files visibility '
+        "of schema.json in lib/BUILD.bazel [visibility]",
+    ]
+
+
+def test_exports_files_without_visibility_is_public(lib_repo: Path) -> None:
+    edit(lib_repo, "lib/BUILD.bazel", ', visibility = ["//tools:__pkg__"])', ")")
+    edit(lib_repo, "app/BUILD.bazel", 'srcs = ["cli.py"],', 'srcs = ["cli.py"],\n    data = ["//lib:schema.json"],')
+    assert findings(lib_repo) == []
+
+
+def test_labels_a_macro_adds_are_checked_against_the_calling_package(repo: Path) -> None:
+    edit(repo, "tools/pytest/BUILD.bazel", '"//:__subpackages__"', '"//tools:__subpackages__"')
+    assert findings(repo) == [
+        "app/BUILD.bazel: target :core_test: //tools/pytest:pytest_main (added by pytest_test) is not visible "
+        'to //app (its visibility: //tools:__subpackages__): add "//app:__pkg__" to the visibility of '
+        "//tools/pytest:pytest_main in tools/pytest/BUILD.bazel [visibility]"
+    ]
+
+
+def test_labels_of_nested_macros_count(repo: Path) -> None:
+    write(
+        repo,
+        {
+            "builder/workflow.bzl": WORKFLOW_DEFS.replace(
+                'name + "_tar", srcs = srcs)', 'name + "_tar", srcs = srcs + [Label("//builder:tool")])'
+            ),
+            "builder/BUILD.bazel": 'exports_files(["workflow.bzl"])\n\nfilegroup(\n    name = "tool",\n    srcs = [],\n)\n',
+        },
+    )
+    assert findings(repo) == [
+        "examples/hello/BUILD.bazel: target :hello: //builder:tool (added by pipedreamer_workflow) is not visible "
+        "to //examples/hello (default_visibility: //visibility:private): give //builder:tool a visibility with "
+        '"//examples/hello:__pkg__" in builder/BUILD.bazel [visibility]'
+    ]
+
+
+def test_label_of_a_target_a_macro_makes_is_left_to_bazel(lib_repo: Path) -> None:
+    edit(lib_repo, "app/BUILD.bazel", 'srcs = ["cli.py"],', 'srcs = ["cli.py"],\n    data = ["//examples/hello:files"],')
+    assert findings(lib_repo) == []
+
+
+def test_library_depending_on_a_testonly_library(lib_repo: Path) -> None:
+    edit(lib_repo, "lib/BUILD.bazel", 'srcs = ["__init__.py"],', 'testonly = True,\n    srcs = ["__init__.py"],')
+    assert findings(lib_repo) == [
+        "app/BUILD.bazel: target :core: deps: //lib is testonly and :core is not: "
+        "mark it testonly = True or drop the dep [testonly]"
+    ]
+
+
+def test_tests_and_testonly_targets_may_depend_on_testonly_ones(lib_repo: Path) -> None:
+    edit(lib_repo, "lib/BUILD.bazel", 'srcs = ["__init__.py"],', 'testonly = True,\n    srcs = ["__init__.py"],')
+    edit(lib_repo, "app/BUILD.bazel", 'srcs = ["core.py"],', 'testonly = True,\n    srcs = ["core.py"],')
+    # core_test (a test) depends on :core, now testonly; the pytest_test macro adds the testonly pytest_main.
+    assert findings(lib_repo) == [
+        "app/BUILD.bazel: target :cli: deps: :core is testonly and :cli is not: "
+        "mark it testonly = True or drop the dep [testonly]"
+    ]
+
+
 # -- what the checker reads ---------------------------------------------------
 
 
@@ -483,7 +635,9 @@ def test_glob_regex() -> None:
 def test_macros_are_read_from_their_bzl_files(repo: Path) -> None:
     macros = buildgraph.MacroReader(buildgraph.Tree.scan(repo))
     assert macros.macro(("//tools/pytest:defs.bzl", "pytest_test"), "app") == buildgraph.Macro(
-        "test", ("//tools/pytest:pytest_main", "@pip//pytest")
+        "test",
+        ("//tools/pytest:pytest_main", "@pip//pytest"),
+        ("//tools/pytest:pytest_main.py", "//tools/pytest:pytest_main", "@pip//pytest"),
     )
     assert macros.macro(("//builder:workflow.bzl", "pipedreamer_workflow"), "app") == buildgraph.Macro("files")
     assert macros.macro(("@rules_python//python:defs.bzl", "py_library"), "app") is None
