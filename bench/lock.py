@@ -28,7 +28,6 @@ Loopback only, bounded rounds (default 10 x 2 s per engine); ratios from this on
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -37,10 +36,9 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 from bench import dags
-from bench.run import PYTHON, _free_port, _Process, _wrk
+from bench.run import PYTHON, _affinity, _free_port, _Process, _wrk, cpu_split
 from engine.sandbox import DISABLE_ENV
 
 TARGET = 0.05  # the issue: the lock costs under 5 % of /run throughput
@@ -113,27 +111,6 @@ def _describe(layers: dict) -> str:
             state += f" (ABI {layer['abi']})"
         parts.append(f"{name} {state}")
     return ", ".join(parts)
-
-
-def cpu_split() -> tuple[set[int], set[int]] | None:
-    """(the engines' CPU, wrk's CPU) when there are two or more: the server (one thread)
-    and the load generator then never compete, which halves the spread of paired rounds."""
-    available = sorted(os.sched_getaffinity(0))
-    return ({available[-1]}, {available[0]}) if len(available) >= 2 else None
-
-
-@contextlib.contextmanager
-def _affinity(cpus: set[int] | None) -> Iterator[None]:
-    """Runs this process (and so the children it starts meanwhile) on `cpus`."""
-    if cpus is None:
-        yield
-        return
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, saved)
 
 
 def measure(

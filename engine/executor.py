@@ -27,6 +27,8 @@ from engine.values import DEFAULT_MAX_OUTPUT, output_problem
 from proto.pipedreamer.v1 import execution_pb2
 
 DEFAULT_TIMEOUT = 30.0
+# Nodes one task runs in a row (a chain) before the next one gets a task of its own.
+INLINE_NODES = 64
 BACKOFF_BASE = 0.1
 BLOCKING_HINT = (
     "it blocked the event loop, e.g. time.sleep or CPU-bound work; use await asyncio.sleep or asyncio.to_thread"
@@ -293,7 +295,21 @@ class _Run:
         return self.outcome()
 
     def launch(self, node_id: str, input: Any) -> None:
-        self.running[node_id] = self.loop.create_task(self.run_node(node_id, input))
+        self.running[node_id] = self.loop.create_task(self.run_nodes(node_id, input))
+
+    async def run_nodes(self, node_id: str, input: Any) -> None:
+        """A node task: its node, then, while one of the dependents that node made ready is left
+        for it (the first; the others got tasks of their own), that dependent, and so on. A chain
+        runs in one task: a task is needed only where there is concurrency. After
+        INLINE_NODES nodes in a row the next one gets a task (and the loop a turn)."""
+        following: tuple[str, Any] | None = (node_id, input)
+        inline = 0
+        while following is not None:
+            following = await self.run_node(*following)
+            inline += 1
+            if following is not None and inline >= INLINE_NODES:
+                self.running[following[0]] = self.loop.create_task(self.run_nodes(*following))
+                return
 
     def launch_resumed(self, input: Any) -> None:
         """A resume: carried nodes count as done; every other node whose dependencies are all carried starts."""
@@ -316,7 +332,8 @@ class _Run:
 
     # -- one node ----------------------------------------------------------
 
-    async def run_node(self, node_id: str, input: Any) -> None:
+    async def run_node(self, node_id: str, input: Any) -> tuple[str, Any] | None:
+        """Runs one node to its final outcome; returns the dependent this task runs next, if any."""
         timeout = self.plan.policies[node_id].timeout
         record = NodeOutcome(SUCCEEDED, None, 1)
         self.nodes[node_id] = record
@@ -370,7 +387,7 @@ class _Run:
         # Read again: a watcher may have started listening while this node ran.
         if self.events is not None:
             self.events.node_finished(node_id, record, start + self.wall_start - self.mono_start)
-        self.finish(node_id, record.status == SUCCEEDED)
+        return self.finish(node_id, record.status == SUCCEEDED)
 
     async def retry(self, node_id: str, record: NodeOutcome) -> bool:
         """After a failed attempt: back off and return True, or False when no attempts are left."""
@@ -435,11 +452,13 @@ class _Run:
 
     # -- the graph ---------------------------------------------------------
 
-    def finish(self, node_id: str, succeeded: bool) -> None:
-        del self.running[node_id]
+    def finish(self, node_id: str, succeeded: bool) -> tuple[str, Any] | None:
+        """Books a node's end, starts what it made ready; returns the dependent its task runs next."""
+        task = self.running.pop(node_id)
+        following = None
         if succeeded:
             if self.failed_node is None:
-                self.start_ready(node_id)
+                following = self.start_ready(node_id, task)
         elif self.failed_node is None and self.nodes[node_id].status != CANCELLED:
             self.failed_node = node_id
             self.stop(f"cancelled: node {node_id} failed")
@@ -447,17 +466,27 @@ class _Run:
             self.done.set_result(None)
         if not self.running and not self.done.done():
             self.done.set_result(None)
+        return following
 
-    def start_ready(self, node_id: str) -> None:
+    def start_ready(self, node_id: str, task: asyncio.Task) -> tuple[str, Any] | None:
+        """Starts the dependents `node_id` made ready: the first is returned for `task` (which ran
+        `node_id`) to run next, the others get tasks of their own, in dependents' order."""
         plan = self.plan
         pending = self.pending
         outputs = self.outputs
+        following = None
         for child in plan.dependents[node_id]:
             left = pending[child] - 1
             pending[child] = left
             if left == 0:
                 deps = plan.dependencies[child]
-                self.launch(child, outputs[deps[0]] if len(deps) == 1 else {d: outputs[d] for d in deps})
+                input = outputs[deps[0]] if len(deps) == 1 else {d: outputs[d] for d in deps}
+                if following is None:
+                    following = (child, input)
+                    self.running[child] = task
+                else:
+                    self.launch(child, input)
+        return following
 
     def stop(self, reason: str) -> None:
         self.stopping = True

@@ -548,3 +548,40 @@ async def test_a_resume_runs_only_the_nodes_not_carried_feeding_them_the_carried
     called.clear()
     done = await DAGExecutor().execute(dag, runner_for({n: node(n) for n in "abcd"}), None, carried=everything)
     assert called == [] and done.status == RUN_SUCCEEDED and done.output == "d"
+
+
+async def test_a_chain_runs_in_one_task_and_only_concurrent_nodes_get_their_own():
+    from engine.executor import INLINE_NODES
+
+    length = INLINE_NODES * 2 + 5
+    ids = [f"n{i}" for i in range(length)]
+    fan = ["x", "y", "z"]
+    dag = make_dag([*ids, *fan], [*zip(ids, ids[1:]), *((ids[-1], f) for f in fan)])
+    tasks: dict[str, asyncio.Task] = {}
+
+    async def record(node_id: str, input: Any) -> Any:
+        tasks[node_id] = asyncio.current_task()
+        return (input or 0) + 1
+
+    outcome = await DAGExecutor().execute(dag, record, 0)
+    assert outcome.status == RUN_SUCCEEDED
+    assert outcome.output == {f: length + 1 for f in fan}
+    # The chain: a fresh task only every INLINE_NODES nodes; after it, one sibling continues inline.
+    chain_tasks = [tasks[node_id] for node_id in ids]
+    assert len(set(chain_tasks)) == 3
+    assert tasks["x"] is tasks[ids[-1]]
+    assert len({tasks[f] for f in fan}) == 3
+
+
+async def test_a_node_timing_out_mid_chain_stops_the_chain():
+    dag = make_dag(["a", "b", "c"], [("a", "b"), ("b", "c")], timeouts={"b": 0.05})
+
+    async def fast(input):
+        return 1
+
+    async def slow(input):
+        await asyncio.sleep(5)
+
+    outcome = await DAGExecutor().execute(dag, runner_for({"a": fast, "b": slow, "c": fast}), None)
+    assert outcome.status == RUN_FAILED
+    assert [outcome.nodes[n].status for n in "abc"] == [SUCCEEDED, TIMED_OUT, SKIPPED]

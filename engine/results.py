@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from engine.executor import RunOutcome
 from engine.secrets import Redactor
-from engine.values import LONE_SURROGATE, set_value
+from engine.values import LONE_SURROGATE, NODE_STATUS_NAMES, RUN_STATUS_NAMES, duration_text, json_form, set_value, timestamp_text
 from proto.pipedreamer.v1 import execution_pb2
 
 
@@ -84,3 +87,72 @@ def set_time(message: timestamp_pb2.Timestamp | duration_pb2.Duration, seconds: 
     whole = int(seconds)
     message.seconds = whole
     message.nanos = int((seconds - whole) * 1e9)
+
+
+def result_json(result: execution_pb2.ExecutionResult, outcome: RunOutcome, redactor: Redactor | None = None) -> str:
+    """`values.result_to_json(result)` for a result `build_result` made from `outcome`: the HTTP
+    answer's hot path, from the outcome's Python values (result_dict) instead of reading the
+    message back. Measured: as fast as writing the JSON text by hand, with one code path."""
+    return _ENCODER.encode(result_dict(result, outcome, redactor))
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+def result_dict(result: execution_pb2.ExecutionResult, outcome: RunOutcome, redactor: Redactor | None = None) -> dict[str, Any]:
+    """`values.result_to_dict(result)`, from `outcome` (see result_json)."""
+    redact = redactor if redactor else None
+    out: dict[str, Any] = {}
+    if result.run_id:
+        out["runId"] = result.run_id
+    if result.workflow:
+        out["workflow"] = result.workflow
+    if result.version:
+        out["version"] = result.version
+    if result.status:
+        out["status"] = RUN_STATUS_NAMES.get(result.status, result.status)
+    if outcome.output is not None or outcome.status == execution_pb2.RUN_STATUS_SUCCEEDED:
+        out["output"] = json_form(redact.value(outcome.output) if redact else outcome.output)
+    if outcome.nodes:
+        succeeded = execution_pb2.NODE_STATUS_SUCCEEDED
+        nodes = out["nodes"] = {}
+        for node_id, node in outcome.nodes.items():
+            entry: dict[str, Any] = {}
+            status = node.status
+            if status:
+                entry["status"] = NODE_STATUS_NAMES.get(status, status)
+            redacted = False
+            if status == succeeded:
+                output = node.output
+                if redact:
+                    shown = redact.value(output)
+                    redacted = shown != output
+                    output = shown
+                entry["output"] = json_form(output)
+            if node.attempts:
+                entry["attempts"] = node.attempts
+            if node.error:
+                error = _text(redact.text(node.error) if redact else node.error)
+                if error:
+                    entry["error"] = error
+            started = node.started_at
+            if started is not None:
+                whole = int(started)
+                entry["startedAt"] = timestamp_text(whole, int((started - whole) * 1e9))
+                took = node.duration
+                whole = int(took)
+                entry["duration"] = duration_text(whole, int((took - whole) * 1e9))
+            if redacted:
+                entry["outputRedacted"] = True
+            nodes[node_id] = entry
+    whole = int(outcome.started_at)
+    out["startedAt"] = timestamp_text(whole, int((outcome.started_at - whole) * 1e9))
+    whole = int(outcome.duration)
+    out["duration"] = duration_text(whole, int((outcome.duration - whole) * 1e9))
+    if result.error:
+        out["error"] = result.error
+    if result.trigger:
+        out["trigger"] = result.trigger
+    if result.resumed_from:
+        out["resumedFrom"] = result.resumed_from
+    return out

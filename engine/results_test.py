@@ -100,3 +100,59 @@ def test_a_node_returning_a_numeric_secret_is_redacted_in_its_node_output_too():
     assert "4821" not in result_to_json(result)
     assert result.nodes["leak"].output.string_value == "***"
     assert result.nodes["other"].output.number_value == 4822
+
+
+class _Level(int):
+    pass
+
+
+class _Name(str):
+    pass
+
+
+def _outcomes() -> list[RunOutcome]:
+    """Outcomes of every shape the HTTP answer is built from (see result_json)."""
+    odd = {
+        "int": 7, "big": 2**60, "neg": -0.0, "float": 0.1, "bool": False, "none": None, "tuple": (1, "t"),
+        "sub": _Level(3), "name": _Name("n"), "nested": [{"k": [1, {"d": "é ☃ 😀"}]}], "": "",
+    }  # fmt: skip
+    secretive = {"token": "s3cr3t-value", "note": "has s3cr3t-value inside", "pin": 4821, "s3cr3t-value": 1}
+    nodes = {
+        "a": NodeOutcome(SUCCEEDED, odd, 1, "", 1_700_000_000.123456789, 0.000019506),
+        "b": NodeOutcome(SUCCEEDED, secretive, 2, "", 1_700_000_001.5, 12.0),
+        "c": NodeOutcome(SUCCEEDED, (1, 2), 1, "", 1_700_000_001.9, 0.25),
+        "d": NodeOutcome(SUCCEEDED, None, 1, "", 1_700_000_002.0, 0.0),
+        "e": NodeOutcome(SUCCEEDED, 3, 1, "", 1_700_000_002.0, 0.0),
+    }
+    failed = {
+        "x": NodeOutcome(FAILED, None, 3, "ValueError: s3cr3t-value \ud800 leaked (after 3 attempts)", 1.0, 0.1),
+        "y": NodeOutcome(CANCELLED, None, 1, "cancelled: node x failed", 1.5, 0.2),
+        "z": NodeOutcome(SKIPPED, None, 0, "skipped: node x failed"),
+        "w": NodeOutcome(SUCCEEDED, "ok", 0, "", None, 0.0),  # carried by a resume: never started here
+    }
+    return [
+        outcome(),
+        outcome(nodes=nodes, output={"d": None, "e": 3}),
+        outcome(nodes=nodes, output=odd),
+        outcome(status=RUN_FAILED, output=None, nodes=failed, error="node x failed: s3cr3t-value"),
+        outcome(status=RUN_FAILED, output=None, nodes={}, error=""),
+        outcome(output=None, nodes={"only": NodeOutcome(SUCCEEDED, None, 1, "", 5.0, 1.0)}),
+    ]
+
+
+def test_result_json_is_the_results_json():
+    from engine.results import result_dict, result_json
+
+    redactors = [None, Redactor(), Redactor(["s3cr3t-value", "4821"])]
+    for index, found in enumerate(_outcomes()):
+        for redactor in redactors:
+            for extra in ({}, {"trigger": "cron", "resumed_from": "r0"}):
+                result = build_result(found, run_id=f"r{index}", workflow="wf", version="1.0.0", redactor=redactor, **extra)
+                expected = result_to_dict(result)
+                assert result_dict(result, found, redactor) == expected
+                assert json.loads(result_json(result, found, redactor)) == json.loads(result_to_json(result))
+                # Same members, same order where the message keeps one (everything but its maps).
+                assert list(result_dict(result, found, redactor)) == list(expected)
+                text = result_json(result, found, redactor)
+                if redactor:
+                    assert "s3cr3t-value" not in text and "4821" not in text

@@ -23,7 +23,7 @@ from engine.compiler import CompileError, CompiledDAG, compile_dag
 from engine.context import Context, Fetcher, HttpFetcher, LogSink, RunScope
 from engine.executor import SUCCEEDED, DAGExecutor, NodeOutcome, RunObserver, NodeRunner, RunOutcome, WorkflowExecutor, describe_exception
 from engine.loader import LoadError, NodeModules, load_nodes
-from engine.results import build_result
+from engine.results import build_result, result_json
 from engine.secrets import MOUNT_DIR, Redactor, load_secrets
 from engine.spec import SpecError, config_to_dict, load_spec
 from engine.values import DEFAULT_MAX_OUTPUT
@@ -256,6 +256,11 @@ class Engine:
             redactor=self._redactor,
             resumed_from=resumed_from,
         )
+
+    def reply_json(self, result: execution_pb2.ExecutionResult, outcome: RunOutcome) -> str:
+        """`values.result_to_json(result)` for the result `execute` built from `outcome`, made from
+        the outcome's values in one walk (secrets redacted as in the result)."""
+        return result_json(result, outcome, self._redactor)
 
     def new_run_id(self) -> str:
         """32 hex characters, like a uuid4 without dashes."""

@@ -265,8 +265,8 @@ def to_value(value: Any) -> struct_pb2.Value:
 # formats; values_test holds them together), about ten times faster: on the HTTP
 # and NATS paths the generic walker cost as much as running a small DAG.
 
-_RUN_STATUS = {v.number: v.name for v in execution_pb2.RunStatus.DESCRIPTOR.values}
-_NODE_STATUS = {v.number: v.name for v in execution_pb2.NodeStatus.DESCRIPTOR.values}
+_RUN_STATUS = RUN_STATUS_NAMES = {v.number: v.name for v in execution_pb2.RunStatus.DESCRIPTOR.values}
+_NODE_STATUS = NODE_STATUS_NAMES = {v.number: v.name for v in execution_pb2.NodeStatus.DESCRIPTOR.values}
 _EPOCH = datetime.datetime(1970, 1, 1)
 _DAY = 86400
 _YEAR_10000 = 253402300800
@@ -290,6 +290,32 @@ def value_to_json(value: struct_pb2.Value) -> Any:
     return None
 
 
+def json_form(value: Any) -> Any:
+    """A checked JSON-like Python value as `value_to_json(to_value(value))` gives it back, without
+    the protobuf round trip: numbers become floats (a Value holds doubles), tuples lists, and
+    subclasses (IntEnum, str enums, OrderedDict) their plain kind."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int or kind is float:
+        return float(value)
+    if kind is dict:
+        return {key: json_form(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [json_form(item) for item in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): json_form(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_form(item) for item in value]
+    raise TypeError(f"{kind.__name__} is not JSON-serialisable")
+
+
 def _fraction(nanos: int, suffix: str) -> str:
     if nanos == 0:
         return suffix
@@ -305,21 +331,29 @@ _last_second: tuple[int, str] = (-1, "")
 
 
 def timestamp_to_json(stamp: timestamp_pb2.Timestamp) -> str:
+    return timestamp_text(stamp.seconds, stamp.nanos)
+
+
+def timestamp_text(seconds: int, nanos: int) -> str:
+    """A Timestamp's proto3 JSON from its two fields."""
     global _last_second
-    seconds = stamp.seconds
     if 0 <= seconds < _YEAR_10000:
         cached_seconds, text = _last_second
         if cached_seconds != seconds:
             text = "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(seconds)[:6]
             _last_second = (seconds, text)
-        return text + _fraction(stamp.nanos, "Z")
+        return text + _fraction(nanos, "Z")
     in_day = seconds % _DAY
     moment = _EPOCH + datetime.timedelta((seconds - in_day) // _DAY, in_day)
-    return moment.isoformat() + _fraction(stamp.nanos, "Z")
+    return moment.isoformat() + _fraction(nanos, "Z")
 
 
 def duration_to_json(duration: duration_pb2.Duration) -> str:
-    seconds, nanos = duration.seconds, duration.nanos
+    return duration_text(duration.seconds, duration.nanos)
+
+
+def duration_text(seconds: int, nanos: int) -> str:
+    """A Duration's proto3 JSON from its two fields."""
     if seconds < 0 or nanos < 0:
         return "-%d%s" % (-seconds + (-nanos) // 1_000_000_000, _fraction((-nanos) % 1_000_000_000, "s"))
     return "%d%s" % (seconds + nanos // 1_000_000_000, _fraction(nanos % 1_000_000_000, "s"))

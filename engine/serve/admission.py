@@ -19,7 +19,7 @@ from engine.runtime import Resume
 from engine.serve.history import HistoryOff, ResumeState, ResumeStates, RunHistory, summary
 from engine.serve.live import LiveRun, node_events_between
 from engine.serve.metrics import EngineMetrics
-from engine.values import value_to_python
+from engine.values import result_to_json, value_to_python
 from proto.pipedreamer.v1 import execution_pb2
 
 log = logging.getLogger("pipedreamer.gate")
@@ -105,6 +105,8 @@ class RunsWorkflows(Protocol):
         self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = ""
     ) -> execution_pb2.ExecutionResult: ...
 
+    def reply_json(self, result: execution_pb2.ExecutionResult, outcome: RunOutcome) -> str: ...
+
     def new_run_id(self) -> str: ...
 
     def redact(self, text: str) -> str: ...
@@ -176,6 +178,31 @@ class RunGate:
         nodes get that run's input, when this engine still holds it).
         Raises HistoryOff, RunNotFound or CannotResume for keys and resumes it cannot serve.
         """
+        result, _ = await self.run_outcome(
+            input,
+            trigger=trigger,
+            wait_for_slot=wait_for_slot,
+            while_draining=while_draining,
+            idempotency_key=idempotency_key,
+            resume_from=resume_from,
+            input_given=input_given,
+        )
+        return result
+
+    async def run_outcome(
+        self,
+        input: Any,
+        *,
+        trigger: str = "",
+        wait_for_slot: bool = False,
+        while_draining: bool = False,
+        idempotency_key: str = "",
+        resume_from: str = "",
+        input_given: bool = True,
+    ) -> tuple[execution_pb2.ExecutionResult, RunOutcome | None]:
+        """`run`, also returning the executor's outcome the result was built from (real, unredacted
+        outputs: for `reply_json`, never to be shown as it is); None when the result was not built
+        from a run of this call (an idempotent repeat, a run cancelled at shutdown)."""
         self._admit(wait_for_slot, while_draining)
         history = self.history
         if history is None:
@@ -189,9 +216,20 @@ class RunGate:
         if idempotency_key:
             first = await history.claim(idempotency_key, run_id)
             if first is not None:
-                return await self.wait_result(first)
+                return await self.wait_result(first), None
         live = self._start_live(run_id, trigger, resume)
         return await self._run_recorded(live, input, resume)
+
+    def reply_json(self, result: execution_pb2.ExecutionResult, outcome: RunOutcome | None) -> str:
+        """The result's proto3 JSON (`values.result_to_json`), from the outcome when there is one
+        (one walk over the outputs instead of reading the message back)."""
+        if outcome is None:
+            return result_to_json(result)
+        try:
+            return self.engine.reply_json(result, outcome)
+        except (TypeError, ValueError, RecursionError):
+            # An output a node's leftover task changed after the run: the message holds what was checked.
+            return result_to_json(result)
 
     async def submit(
         self,
@@ -248,7 +286,7 @@ class RunGate:
         if not self._runs:
             self._idle.set()
 
-    async def _run_unrecorded(self, input: Any, trigger: str) -> execution_pb2.ExecutionResult:
+    async def _run_unrecorded(self, input: Any, trigger: str) -> tuple[execution_pb2.ExecutionResult, RunOutcome | None]:
         """History off: the run as it always was, no events, nothing kept."""
         slots = self._slots
         if slots is not None:
@@ -256,8 +294,9 @@ class RunGate:
         task = asyncio.current_task()
         assert task is not None
         self._enter(task)
+        outcome: RunOutcome | None = None
         try:
-            result = await self.engine.run(input, trigger=trigger)
+            result, outcome = await self.engine.execute(input, trigger=trigger)
         except asyncio.CancelledError:
             if task not in self._cancelled:
                 # The caller went away (an HTTP client hung up, a gRPC call was cancelled):
@@ -271,8 +310,8 @@ class RunGate:
             self._leave(task)
             if slots is not None:
                 slots.release()
-        self.metrics.observe(result)
-        return result
+        self.metrics.observe(result, outcome)
+        return result, outcome
 
     def _start_live(self, run_id: str, trigger: str, resume: Resume | None) -> LiveRun:
         history = self.history
@@ -294,7 +333,9 @@ class RunGate:
         assert self.history is not None
         self.history.record(live)
 
-    async def _run_recorded(self, live: LiveRun, input: Any, resume: Resume | None) -> execution_pb2.ExecutionResult:
+    async def _run_recorded(
+        self, live: LiveRun, input: Any, resume: Resume | None
+    ) -> tuple[execution_pb2.ExecutionResult, RunOutcome | None]:
         slots = self._slots
         task = asyncio.current_task()
         assert task is not None
@@ -327,8 +368,8 @@ class RunGate:
             if slots is not None:
                 slots.release()
         self._end_live(live, result, outcome, input)
-        self.metrics.observe(result)
-        return result
+        self.metrics.observe(result, outcome)
+        return result, outcome
 
     def _end_live(self, live: LiveRun, result: execution_pb2.ExecutionResult, outcome: RunOutcome | None, input: Any) -> None:
         live.finish(result)

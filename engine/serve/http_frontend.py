@@ -28,6 +28,7 @@ that run did not finish. `GET /runs` lists recorded runs newest first, `GET
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -121,7 +122,7 @@ class HttpFrontend:
                     status=202,
                     headers={"Location": f"/runs/{run_id}", "Preference-Applied": "respond-async"},
                 )
-            result = await gate.run(payload, **options)
+            result, outcome = await gate.run_outcome(payload, **options)
         except AtCapacity as exc:
             return _error(429, str(exc), headers={"Retry-After": "1"})
         except Draining as exc:
@@ -136,7 +137,7 @@ class HttpFrontend:
             return _error(500, gate.internal_error(exc))
         return web.Response(
             status=_STATUS_CODES.get(result.status, 500),
-            body=result_to_json(result).encode(),
+            body=gate.reply_json(result, outcome).encode(),
             content_type=_JSON,
         )
 
@@ -193,6 +194,13 @@ class HttpFrontend:
         declared = request.content_length
         if declared is not None and declared > limit:
             raise _BodyError(413, f"request body is {declared} bytes; the limit is {limit} bytes (--max-body)")
+        content = request.content
+        if content.is_eof():
+            # The whole body came with the request (a small one, the usual case): nothing to wait for.
+            body = content.read_nowait()
+            if len(body) > limit:
+                raise _BodyError(413, f"request body exceeds the limit of {limit} bytes (--max-body)")
+            return body
         chunks: list[bytes] = []
         size = 0
         try:
@@ -252,6 +260,7 @@ def _limit(text: str | None) -> int:
     return limit
 
 
+@functools.lru_cache(maxsize=256)  # asked per request with the same few Host names
 def is_loopback_host(host: str) -> bool:
     """`localhost`, `*.localhost`, 127.0.0.0/8 or ::1 (a bind address or a Host header's name)."""
     name = host.strip("[]").rstrip(".").lower()
@@ -265,11 +274,11 @@ def is_loopback_host(host: str) -> bool:
 
 def refuse_caller(request: web.Request, loopback_only: bool) -> str | None:
     """Why a request must not reach the engine (a browser on another site, DNS rebinding), or None."""
-    origin = request.headers.get("Origin")
-    own = f"{request.scheme}://{request.host}"
-    if origin is not None and origin != own:
+    headers = request.headers
+    origin = headers.get("Origin")
+    if origin is not None and origin != (own := f"{request.scheme}://{request.host}"):
         return f"cross-origin request refused: Origin {origin} is not this engine ({own})"
-    site = request.headers.get("Sec-Fetch-Site")
+    site = headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("same-origin", "none"):
         return f"cross-site request refused (Sec-Fetch-Site: {site})"
     if loopback_only and "Host" in request.headers:
@@ -279,9 +288,12 @@ def refuse_caller(request: web.Request, loopback_only: bool) -> str | None:
     return None
 
 
-def _caller_check(loopback_only: bool, signed_paths: frozenset[str] = frozenset()) -> Callable:
-    """Refuses browsers on other sites everywhere; the loopback Host rule (DNS rebinding) everywhere but
-    on signed webhook paths, which a tunnel reaches under its own Host and whose signature proves the caller."""
+def _checked(loopback_only: bool, signed_paths: frozenset[str] = frozenset()) -> Callable:
+    """The one middleware (each one is a layer of calls per request):
+
+    * refuses browsers on other sites everywhere; the loopback Host rule (DNS rebinding) everywhere but
+      on signed webhook paths, which a tunnel reaches under its own Host and whose signature proves the caller;
+    * answers 404/405 and friends as `{"error": …}` like every other answer."""
 
     @web.middleware
     async def check(request: web.Request, handler: Callable) -> web.StreamResponse:
@@ -289,20 +301,14 @@ def _caller_check(loopback_only: bool, signed_paths: frozenset[str] = frozenset(
         if reason is not None:
             log.warning("%s %s: %s", request.method, request.path, reason)
             return _error(403, reason)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _error(exc.status, exc.reason, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
 
     return check
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
-    """404/405 and friends as `{"error": …}` like every other answer."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, exc.reason, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
 
 
 def create_app(frontend: HttpFrontend) -> web.Application:
@@ -310,7 +316,7 @@ def create_app(frontend: HttpFrontend) -> web.Application:
     webhooks = frontend.webhooks
     signed = webhooks.signed_paths if webhooks is not None else frozenset()
     app = web.Application(
-        middlewares=[_caller_check(frontend.loopback_only, signed), _json_errors], client_max_size=frontend.options.max_body
+        middlewares=[_checked(frontend.loopback_only, signed)], client_max_size=frontend.options.max_body
     )
     app.router.add_route("POST", "/run", frontend.run)
     app.router.add_route("GET", "/run", frontend.run)

@@ -50,3 +50,20 @@ def test_each_engine_has_its_own_registry():
     first.observe(_result(execution_pb2.RUN_STATUS_SUCCEEDED, {}))
     assert b'status="succeeded",workflow="wf"} 1.0' in first.render()
     assert b'status="succeeded",workflow="wf"} 0.0' in second.render()
+
+
+def test_observing_from_the_outcome_counts_what_the_result_shows():
+    from engine.executor import FAILED, RUN_FAILED, SKIPPED, SUCCEEDED, NodeOutcome, RunOutcome
+    from engine.results import build_result
+
+    nodes = {
+        "a": NodeOutcome(SUCCEEDED, 1, 1, "", 1_700_000_000.1, 0.0009999999999),
+        "b": NodeOutcome(FAILED, None, 2, "ValueError", 1_700_000_000.2, 2.5000000001),
+        "c": NodeOutcome(SKIPPED, None, 0, "skipped"),
+    }
+    outcome = RunOutcome(status=RUN_FAILED, output=None, nodes=nodes, error="node b failed", started_at=1.0, duration=3.0)
+    result = build_result(outcome, run_id="r", workflow="wf", version="1")
+    from_result, from_outcome = EngineMetrics("wf"), EngineMetrics("wf")
+    from_result.observe(result)
+    from_outcome.observe(result, outcome)
+    assert from_outcome.render() == from_result.render()
