@@ -9,7 +9,16 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from engine.executor import RunOutcome
 from engine.secrets import Redactor
-from engine.values import LONE_SURROGATE, NODE_STATUS_NAMES, RUN_STATUS_NAMES, duration_text, json_form, set_value, timestamp_text
+from engine.values import (
+    LONE_SURROGATE,
+    NODE_STATUS_NAMES,
+    duration_text,
+    json_form,
+    result_head,
+    result_tail,
+    set_value,
+    timestamp_text,
+)
 from proto.pipedreamer.v1 import execution_pb2
 
 
@@ -102,15 +111,7 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False)
 def result_dict(result: execution_pb2.ExecutionResult, outcome: RunOutcome, redactor: Redactor | None = None) -> dict[str, Any]:
     """`values.result_to_dict(result)`, from `outcome` (see result_json)."""
     redact = redactor if redactor else None
-    out: dict[str, Any] = {}
-    if result.run_id:
-        out["runId"] = result.run_id
-    if result.workflow:
-        out["workflow"] = result.workflow
-    if result.version:
-        out["version"] = result.version
-    if result.status:
-        out["status"] = RUN_STATUS_NAMES.get(result.status, result.status)
+    out = result_head(result)
     if outcome.output is not None or outcome.status == execution_pb2.RUN_STATUS_SUCCEEDED:
         out["output"] = json_form(redact.value(outcome.output) if redact else outcome.output)
     if outcome.nodes:
@@ -149,10 +150,5 @@ def result_dict(result: execution_pb2.ExecutionResult, outcome: RunOutcome, reda
     out["startedAt"] = timestamp_text(whole, int((outcome.started_at - whole) * 1e9))
     whole = int(outcome.duration)
     out["duration"] = duration_text(whole, int((outcome.duration - whole) * 1e9))
-    if result.error:
-        out["error"] = result.error
-    if result.trigger:
-        out["trigger"] = result.trigger
-    if result.resumed_from:
-        out["resumedFrom"] = result.resumed_from
+    out.update(result_tail(result))
     return out
