@@ -14,8 +14,10 @@ from engine.values import (
     NODE_STATUS_NAMES,
     duration_text,
     json_form,
+    result_from_json,
     result_head,
     result_tail,
+    result_to_json,
     set_value,
     timestamp_text,
 )
@@ -98,20 +100,41 @@ def set_time(message: timestamp_pb2.Timestamp | duration_pb2.Duration, seconds: 
     message.nanos = int((seconds - whole) * 1e9)
 
 
-def result_json(result: execution_pb2.ExecutionResult, outcome: RunOutcome, redactor: Redactor | None = None) -> str:
-    """`values.result_to_json(result)` for a result `build_result` made from `outcome`: the HTTP
-    answer's hot path, from the outcome's Python values (result_dict) instead of reading the
-    message back. Measured: as fast as writing the JSON text by hand, with one code path."""
-    return _ENCODER.encode(result_dict(result, outcome, redactor))
+def result_json(
+    outcome: RunOutcome,
+    *,
+    run_id: str,
+    workflow: str,
+    version: str,
+    trigger: str = "",
+    redactor: Redactor | None = None,
+    resumed_from: str = "",
+) -> str:
+    """`values.result_to_json(build_result(outcome, …))` without the message: the HTTP answer's hot
+    path, made from the outcome's Python values in one walk (secrets redacted as in the message)."""
+    return _ENCODER.encode(
+        result_dict(
+            outcome, run_id=run_id, workflow=workflow, version=version, trigger=trigger, redactor=redactor, resumed_from=resumed_from
+        )
+    )
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
-def result_dict(result: execution_pb2.ExecutionResult, outcome: RunOutcome, redactor: Redactor | None = None) -> dict[str, Any]:
-    """`values.result_to_dict(result)`, from `outcome` (see result_json)."""
+def result_dict(
+    outcome: RunOutcome,
+    *,
+    run_id: str,
+    workflow: str,
+    version: str,
+    trigger: str = "",
+    redactor: Redactor | None = None,
+    resumed_from: str = "",
+) -> dict[str, Any]:
+    """`values.result_to_dict(build_result(outcome, …))`, from the outcome (see result_json)."""
     redact = redactor if redactor else None
-    out = result_head(result)
+    out = result_head(run_id, workflow, version, outcome.status)
     if outcome.output is not None or outcome.status == execution_pb2.RUN_STATUS_SUCCEEDED:
         out["output"] = json_form(redact.value(outcome.output) if redact else outcome.output)
     if outcome.nodes:
@@ -150,5 +173,58 @@ def result_dict(result: execution_pb2.ExecutionResult, outcome: RunOutcome, reda
     out["startedAt"] = timestamp_text(whole, int((outcome.started_at - whole) * 1e9))
     whole = int(outcome.duration)
     out["duration"] = duration_text(whole, int((outcome.duration - whole) * 1e9))
-    out.update(result_tail(result))
+    result_tail(out, _text(redact.text(outcome.error) if redact else outcome.error), trigger, resumed_from)
     return out
+
+
+class FinishedRun:
+    """A finished run's redacted result, kept in the form it was made in: the message (gRPC, queues)
+    or its proto3 JSON (an HTTP answer, made from the outcome without the message). The other form
+    is made only when something asks for it (a history read, a watcher), once.
+
+    `status`, `trigger` and `started` (seconds, nanos) are there for a history's filters and order.
+    """
+
+    __slots__ = ("run_id", "status", "trigger", "started", "_message", "_text")
+
+    def __init__(
+        self,
+        run_id: str,
+        status: int,
+        trigger: str,
+        started: tuple[int, int],
+        *,
+        message: execution_pb2.ExecutionResult | None = None,
+        text: str | None = None,
+    ) -> None:
+        assert message is not None or text is not None
+        self.run_id = run_id
+        self.status = status
+        self.trigger = trigger
+        self.started = started
+        self._message = message
+        self._text = text
+
+    @classmethod
+    def of(cls, message: execution_pb2.ExecutionResult) -> "FinishedRun":
+        stamp = message.started_at
+        return cls(message.run_id, message.status, message.trigger, (stamp.seconds, stamp.nanos), message=message)
+
+    @classmethod
+    def from_text(cls, text: str, outcome: RunOutcome, *, run_id: str, trigger: str) -> "FinishedRun":
+        """The run `result_json(outcome, run_id=run_id, trigger=trigger, …)` answered as `text`."""
+        whole = int(outcome.started_at)
+        return cls(run_id, outcome.status, trigger, (whole, int((outcome.started_at - whole) * 1e9)), text=text)
+
+    def snapshot(self) -> execution_pb2.ExecutionResult:
+        """The result message (what a history or a watcher hands on)."""
+        if self._message is None:
+            assert self._text is not None
+            self._message = result_from_json(self._text)
+        return self._message
+
+    def json(self) -> str:
+        """The result's proto3 JSON (`values.result_to_json`)."""
+        if self._text is None:
+            self._text = result_to_json(self.snapshot())
+        return self._text

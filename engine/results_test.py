@@ -141,18 +141,26 @@ def _outcomes() -> list[RunOutcome]:
 
 
 def test_result_json_is_the_results_json():
-    from engine.results import result_dict, result_json
+    from engine.results import FinishedRun, result_dict, result_json
 
     redactors = [None, Redactor(), Redactor(["s3cr3t-value", "4821"])]
     for index, found in enumerate(_outcomes()):
         for redactor in redactors:
             for extra in ({}, {"trigger": "cron", "resumed_from": "r0"}):
-                result = build_result(found, run_id=f"r{index}", workflow="wf", version="1.0.0", redactor=redactor, **extra)
+                names = {"run_id": f"r{index}", "workflow": "wf", "version": "1.0.0", "redactor": redactor, **extra}
+                result = build_result(found, **names)
                 expected = result_to_dict(result)
-                assert result_dict(result, found, redactor) == expected
-                assert json.loads(result_json(result, found, redactor)) == json.loads(result_to_json(result))
+                assert result_dict(found, **names) == expected
+                text = result_json(found, **names)
+                assert json.loads(text) == json.loads(result_to_json(result))
                 # Same members, same order where the message keeps one (everything but its maps).
-                assert list(result_dict(result, found, redactor)) == list(expected)
-                text = result_json(result, found, redactor)
+                assert list(result_dict(found, **names)) == list(expected)
                 if redactor:
                     assert "s3cr3t-value" not in text and "4821" not in text
+                # What a history gives back of an HTTP answer is the message the run would have built.
+                finished = FinishedRun.from_text(text, found, run_id=names["run_id"], trigger=extra.get("trigger", ""))
+                assert finished.snapshot() == result
+                assert (finished.status, finished.trigger, finished.started) == (
+                    result.status, result.trigger, (result.started_at.seconds, result.started_at.nanos)
+                )
+                assert FinishedRun.of(result).json() == result_to_json(result)

@@ -202,11 +202,13 @@ class Engine:
         fetcher: Fetcher | None = None,
         observer: RunObserver | None = None,
         resume: Resume | None = None,
-    ) -> tuple[execution_pb2.ExecutionResult, RunOutcome]:
+        message: bool = True,
+    ) -> tuple[execution_pb2.ExecutionResult | None, RunOutcome]:
         """`run`, also returning the executor's outcome (real, unredacted outputs: keep it in memory only).
 
         `observer` is told as the run starts (engine.executor.RunObserver). `resume` runs only the nodes
-        it does not carry; raises ValueError when it names a node this workflow lacks.
+        it does not carry; raises ValueError when it names a node this workflow lacks. `message` False:
+        no result message is built (None); the caller makes what it needs from the outcome (`result_text`).
         """
         workflow = self._workflow  # this run's generation, whatever reloads happen meanwhile
         run_id = run_id or self.new_run_id()
@@ -231,6 +233,8 @@ class Engine:
             self._in_flight -= 1
         if outcome.failed_node is not None and self._sink.enabled("warn"):
             self._sink.write("warn", ENGINE_LOG_NAME, run_id, f"run failed: {outcome.error}")
+        if not message:
+            return None, outcome
         result = build_result(
             outcome,
             run_id=run_id,
@@ -257,10 +261,19 @@ class Engine:
             resumed_from=resumed_from,
         )
 
-    def reply_json(self, result: execution_pb2.ExecutionResult, outcome: RunOutcome) -> str:
-        """`values.result_to_json(result)` for the result `execute` built from `outcome`, made from
-        the outcome's values in one walk (secrets redacted as in the result)."""
-        return result_json(result, outcome, self._redactor)
+    def result_text(self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = "") -> str:
+        """The proto3 JSON of `build_result(outcome, …)` (`values.result_to_json`), made from the
+        outcome's values in one walk without the message (secrets redacted as in the message)."""
+        spec = self._workflow.spec
+        return result_json(
+            outcome,
+            run_id=run_id,
+            workflow=spec.name,
+            version=spec.version,
+            trigger=trigger,
+            redactor=self._redactor,
+            resumed_from=resumed_from,
+        )
 
     def new_run_id(self) -> str:
         """32 hex characters, like a uuid4 without dashes."""

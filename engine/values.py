@@ -265,7 +265,7 @@ def to_value(value: Any) -> struct_pb2.Value:
 # formats; values_test holds them together), about ten times faster: on the HTTP
 # and NATS paths the generic walker cost as much as running a small DAG.
 
-_RUN_STATUS = {v.number: v.name for v in execution_pb2.RunStatus.DESCRIPTOR.values}
+_RUN_STATUS = RUN_STATUS_NAMES = {v.number: v.name for v in execution_pb2.RunStatus.DESCRIPTOR.values}
 _NODE_STATUS = NODE_STATUS_NAMES = {v.number: v.name for v in execution_pb2.NodeStatus.DESCRIPTOR.values}
 _EPOCH = datetime.datetime(1970, 1, 1)
 _DAY = 86400
@@ -380,7 +380,7 @@ def _node_to_dict(node: execution_pb2.NodeResult) -> dict[str, Any]:
 
 def result_to_dict(result: execution_pb2.ExecutionResult) -> dict[str, Any]:
     """What `json_format.MessageToDict(result)` returns, field for field."""
-    out = result_head(result)
+    out = result_head(result.run_id, result.workflow, result.version, result.status)
     if result.HasField("output"):
         out["output"] = value_to_json(result.output)
     if result.nodes:
@@ -389,34 +389,32 @@ def result_to_dict(result: execution_pb2.ExecutionResult) -> dict[str, Any]:
         out["startedAt"] = timestamp_to_json(result.started_at)
     if result.HasField("duration"):
         out["duration"] = duration_to_json(result.duration)
-    out.update(result_tail(result))
+    result_tail(out, result.error, result.trigger, result.resumed_from)
     return out
 
 
-def result_head(result: execution_pb2.ExecutionResult) -> dict[str, Any]:
-    """The result's JSON members before `output` (its ids and status), in MessageToDict's order."""
+def result_head(run_id: str, workflow: str, version: str, status: int) -> dict[str, Any]:
+    """A result's JSON members before `output` (its ids and status), in MessageToDict's order."""
     out: dict[str, Any] = {}
-    if result.run_id:
-        out["runId"] = result.run_id
-    if result.workflow:
-        out["workflow"] = result.workflow
-    if result.version:
-        out["version"] = result.version
-    if result.status:
-        out["status"] = _RUN_STATUS.get(result.status, result.status)
+    if run_id:
+        out["runId"] = run_id
+    if workflow:
+        out["workflow"] = workflow
+    if version:
+        out["version"] = version
+    if status:
+        out["status"] = _RUN_STATUS.get(status, status)
     return out
 
 
-def result_tail(result: execution_pb2.ExecutionResult) -> dict[str, Any]:
-    """The result's JSON members after `duration` (error, trigger, resumedFrom), in MessageToDict's order."""
-    out: dict[str, Any] = {}
-    if result.error:
-        out["error"] = result.error
-    if result.trigger:
-        out["trigger"] = result.trigger
-    if result.resumed_from:
-        out["resumedFrom"] = result.resumed_from
-    return out
+def result_tail(out: dict[str, Any], error: str, trigger: str, resumed_from: str) -> None:
+    """Adds a result's JSON members after `duration` (error, trigger, resumedFrom) to `out`, in MessageToDict's order."""
+    if error:
+        out["error"] = error
+    if trigger:
+        out["trigger"] = trigger
+    if resumed_from:
+        out["resumedFrom"] = resumed_from
 
 
 def result_to_json(result: execution_pb2.ExecutionResult) -> str:

@@ -15,11 +15,12 @@ import logging
 from typing import Any, AsyncIterator, Protocol
 
 from engine.executor import RunObserver, RunOutcome
+from engine.results import FinishedRun
 from engine.runtime import Resume
 from engine.serve.history import HistoryOff, ResumeState, ResumeStates, RunHistory, summary
 from engine.serve.live import LiveRun, node_events_between
 from engine.serve.metrics import EngineMetrics
-from engine.values import result_to_json, value_to_python
+from engine.values import value_to_python
 from proto.pipedreamer.v1 import execution_pb2
 
 log = logging.getLogger("pipedreamer.gate")
@@ -99,13 +100,14 @@ class RunsWorkflows(Protocol):
         run_id: str | None = None,
         observer: RunObserver | None = None,
         resume: Resume | None = None,
-    ) -> tuple[execution_pb2.ExecutionResult, RunOutcome]: ...
+        message: bool = True,
+    ) -> tuple[execution_pb2.ExecutionResult | None, RunOutcome]: ...
 
     def build_result(
         self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = ""
     ) -> execution_pb2.ExecutionResult: ...
 
-    def reply_json(self, result: execution_pb2.ExecutionResult, outcome: RunOutcome) -> str: ...
+    def result_text(self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = "") -> str: ...
 
     def new_run_id(self) -> str: ...
 
@@ -178,7 +180,7 @@ class RunGate:
         nodes get that run's input, when this engine still holds it).
         Raises HistoryOff, RunNotFound or CannotResume for keys and resumes it cannot serve.
         """
-        result, _ = await self.run_outcome(
+        finished = await self.run_finished(
             input,
             trigger=trigger,
             wait_for_slot=wait_for_slot,
@@ -187,9 +189,9 @@ class RunGate:
             resume_from=resume_from,
             input_given=input_given,
         )
-        return result
+        return finished.snapshot()
 
-    async def run_outcome(
+    async def run_finished(
         self,
         input: Any,
         *,
@@ -199,16 +201,16 @@ class RunGate:
         idempotency_key: str = "",
         resume_from: str = "",
         input_given: bool = True,
-    ) -> tuple[execution_pb2.ExecutionResult, RunOutcome | None]:
-        """`run`, also returning the executor's outcome the result was built from (real, unredacted
-        outputs: for `reply_json`, never to be shown as it is); None when the result was not built
-        from a run of this call (an idempotent repeat, a run cancelled at shutdown)."""
+        text: bool = False,
+    ) -> FinishedRun:
+        """`run`, its result as a `FinishedRun`. `text`: the caller answers JSON (HTTP), so the result
+        is made as its JSON from the run's outcome and the message only if something asks for it."""
         self._admit(wait_for_slot, while_draining)
         history = self.history
         if history is None:
             if idempotency_key or resume_from:
                 raise HistoryOff()
-            return await self._run_unrecorded(input, trigger)
+            return await self._run_unrecorded(input, trigger, text)
         resume = None
         if resume_from:
             resume, input = await self._resume(resume_from, input, input_given)
@@ -216,20 +218,9 @@ class RunGate:
         if idempotency_key:
             first = await history.claim(idempotency_key, run_id)
             if first is not None:
-                return await self.wait_result(first), None
+                return FinishedRun.of(await self.wait_result(first))
         live = self._start_live(run_id, trigger, resume)
-        return await self._run_recorded(live, input, resume)
-
-    def reply_json(self, result: execution_pb2.ExecutionResult, outcome: RunOutcome | None) -> str:
-        """The result's proto3 JSON (`values.result_to_json`), from the outcome when there is one
-        (one walk over the outputs instead of reading the message back)."""
-        if outcome is None:
-            return result_to_json(result)
-        try:
-            return self.engine.reply_json(result, outcome)
-        except (TypeError, ValueError, RecursionError):
-            # An output a node's leftover task changed after the run: the message holds what was checked.
-            return result_to_json(result)
+        return await self._run_recorded(live, input, resume, text)
 
     async def submit(
         self,
@@ -254,7 +245,7 @@ class RunGate:
             if first is not None:
                 return first
         live = self._start_live(run_id, trigger, resume)
-        task = asyncio.get_running_loop().create_task(self._run_recorded(live, input, resume))
+        task = asyncio.get_running_loop().create_task(self._run_recorded(live, input, resume, False))
         self._submitted.add(task)
         task.add_done_callback(self._submitted_done)
         return run_id
@@ -286,7 +277,14 @@ class RunGate:
         if not self._runs:
             self._idle.set()
 
-    async def _run_unrecorded(self, input: Any, trigger: str) -> tuple[execution_pb2.ExecutionResult, RunOutcome | None]:
+    def _finished(self, message: execution_pb2.ExecutionResult | None, outcome: RunOutcome, run_id: str, trigger: str, resumed_from: str) -> FinishedRun:
+        """The run's result: `message` as it is, or (None: the caller wants JSON) its JSON from `outcome`."""
+        if message is not None:
+            return FinishedRun.of(message)
+        text = self.engine.result_text(outcome, run_id=run_id, trigger=trigger, resumed_from=resumed_from)
+        return FinishedRun.from_text(text, outcome, run_id=run_id, trigger=trigger)
+
+    async def _run_unrecorded(self, input: Any, trigger: str, text: bool) -> FinishedRun:
         """History off: the run as it always was, no events, nothing kept."""
         slots = self._slots
         if slots is not None:
@@ -294,24 +292,27 @@ class RunGate:
         task = asyncio.current_task()
         assert task is not None
         self._enter(task)
-        outcome: RunOutcome | None = None
         try:
-            result, outcome = await self.engine.execute(input, trigger=trigger)
+            run_id = self.engine.new_run_id()
+            message, outcome = await self.engine.execute(input, trigger=trigger, run_id=run_id, message=not text)
+            finished = self._finished(message, outcome, run_id, trigger, "")
         except asyncio.CancelledError:
             if task not in self._cancelled:
                 # The caller went away (an HTTP client hung up, a gRPC call was cancelled):
                 # the run stopped with it, its nodes cancelled.
-                self.metrics.observe(self.synthetic_result(execution_pb2.RUN_STATUS_CANCELLED, "", trigger))
+                self.metrics.observe(execution_pb2.RUN_STATUS_CANCELLED)
                 raise
             # Cancelled by the shutdown deadline: the caller still gets an answer.
             task.uncancel()
-            result = self.synthetic_result(execution_pb2.RUN_STATUS_CANCELLED, self._cancelled_reason, trigger)
+            cancelled = self.synthetic_result(execution_pb2.RUN_STATUS_CANCELLED, self._cancelled_reason, trigger)
+            self.metrics.observe_result(cancelled)
+            return FinishedRun.of(cancelled)
         finally:
             self._leave(task)
             if slots is not None:
                 slots.release()
-        self.metrics.observe(result, outcome)
-        return result, outcome
+        self.metrics.observe(outcome.status, outcome)
+        return finished
 
     def _start_live(self, run_id: str, trigger: str, resume: Resume | None) -> LiveRun:
         history = self.history
@@ -333,50 +334,53 @@ class RunGate:
         assert self.history is not None
         self.history.record(live)
 
-    async def _run_recorded(
-        self, live: LiveRun, input: Any, resume: Resume | None
-    ) -> tuple[execution_pb2.ExecutionResult, RunOutcome | None]:
+    async def _run_recorded(self, live: LiveRun, input: Any, resume: Resume | None, text: bool) -> FinishedRun:
         slots = self._slots
         task = asyncio.current_task()
         assert task is not None
-        outcome: RunOutcome | None = None
         try:
             if slots is not None:
                 await slots.acquire()
         except asyncio.CancelledError:
-            self._end_live(live, live.snapshot(execution_pb2.RUN_STATUS_CANCELLED, "cancelled: the caller went away"), None, input)
+            self._end_live(live, FinishedRun.of(live.snapshot(execution_pb2.RUN_STATUS_CANCELLED, "cancelled: the caller went away")), None, input)
             raise
         self._enter(task)
+        outcome: RunOutcome | None = None
         try:
-            result, outcome = await self.engine.execute(
-                input, trigger=live.trigger, run_id=live.run_id, observer=live, resume=resume
+            message, outcome = await self.engine.execute(
+                input, trigger=live.trigger, run_id=live.run_id, observer=live, resume=resume, message=not text
             )
+            finished = self._finished(message, outcome, live.run_id, live.trigger, live.resumed_from)
         except asyncio.CancelledError:
             if task not in self._cancelled:
-                result = live.snapshot(execution_pb2.RUN_STATUS_CANCELLED, "cancelled: the caller went away")
-                self.metrics.observe(result)
-                self._end_live(live, result, None, input)
+                cancelled = live.snapshot(execution_pb2.RUN_STATUS_CANCELLED, "cancelled: the caller went away")
+                self.metrics.observe_result(cancelled)
+                self._end_live(live, FinishedRun.of(cancelled), None, input)
                 raise
             task.uncancel()
-            result = live.snapshot(execution_pb2.RUN_STATUS_CANCELLED, self._cancelled_reason)
+            outcome = None
+            cancelled = live.snapshot(execution_pb2.RUN_STATUS_CANCELLED, self._cancelled_reason)
+            self.metrics.observe_result(cancelled)
+            finished = FinishedRun.of(cancelled)
         except BaseException as exc:
-            message = self.engine.redact(f"internal error: {type(exc).__name__}: {exc}")
-            self._end_live(live, live.snapshot(execution_pb2.RUN_STATUS_FAILED, message), None, input)
+            message_text = self.engine.redact(f"internal error: {type(exc).__name__}: {exc}")
+            self._end_live(live, FinishedRun.of(live.snapshot(execution_pb2.RUN_STATUS_FAILED, message_text)), None, input)
             raise
         finally:
             self._leave(task)
             if slots is not None:
                 slots.release()
-        self._end_live(live, result, outcome, input)
-        self.metrics.observe(result, outcome)
-        return result, outcome
+        self._end_live(live, finished, outcome, input)
+        if outcome is not None:
+            self.metrics.observe(finished.status, outcome)
+        return finished
 
-    def _end_live(self, live: LiveRun, result: execution_pb2.ExecutionResult, outcome: RunOutcome | None, input: Any) -> None:
-        live.finish(result)
+    def _end_live(self, live: LiveRun, finished: FinishedRun, outcome: RunOutcome | None, input: Any) -> None:
+        live.finish(finished)
         self._live.pop(live.run_id, None)
         assert self.history is not None
-        self.history.record(result)
-        if outcome is not None and result.status != SUCCEEDED:
+        self.history.record(finished)
+        if outcome is not None and finished.status != SUCCEEDED:
             succeeded = execution_pb2.NODE_STATUS_SUCCEEDED
             outputs = {node_id: node.output for node_id, node in outcome.nodes.items() if node.status == succeeded}
             self._resumable.keep(live.run_id, ResumeState(input, outputs))

@@ -16,10 +16,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 from proto.pipedreamer.v1 import execution_pb2
 from engine.errors import PipedreamerError
+from engine.results import FinishedRun
 
 DEFAULT_HISTORY = 1000  # runs the memory store keeps (--history); 0 turns history off
 DEFAULT_LIST_LIMIT = 20
@@ -43,6 +44,14 @@ class HistoryUnavailable(HistoryError):
     pass
 
 
+class InFlight(Protocol):
+    """A run still going on (engine.serve.live.LiveRun), as a shared store records it."""
+
+    run_id: str
+
+    def snapshot(self) -> execution_pb2.ExecutionResult: ...
+
+
 class RunHistory(Protocol):
     """A store of run results, newest first. `record` never blocks the run that calls it."""
 
@@ -51,11 +60,12 @@ class RunHistory(Protocol):
 
     async def open(self) -> None: ...
 
-    def record(self, result: execution_pb2.ExecutionResult | Callable[[], execution_pb2.ExecutionResult]) -> None:
-        """Stores a run's result, replacing an earlier one of the same run.
+    def record(self, result: execution_pb2.ExecutionResult | FinishedRun | InFlight) -> None:
+        """Stores a run's result (the message, or a `FinishedRun` in either of its forms),
+        replacing an earlier one of the same run.
 
-        A `shared` store also gets runs in flight, as a callable that builds the
-        RUNNING snapshot when the store gets round to writing it (so progress
+        A `shared` store also gets runs in flight (an `InFlight`, whose RUNNING
+        snapshot is built when the store gets round to writing it, so progress
         of many nodes is written once).
         """
         ...
@@ -84,7 +94,7 @@ def summary(result: execution_pb2.ExecutionResult) -> execution_pb2.ExecutionRes
     return brief
 
 
-def matches(result: execution_pb2.ExecutionResult, status: int, trigger: str | None) -> bool:
+def matches(result: execution_pb2.ExecutionResult | FinishedRun, status: int, trigger: str | None) -> bool:
     return (not status or result.status == status) and (trigger is None or result.trigger == trigger)
 
 
@@ -101,26 +111,28 @@ class MemoryHistory:
         if capacity < 1:
             raise ValueError("capacity must be at least 1 (history off is no store at all)")
         self.capacity = capacity
-        self._runs: collections.OrderedDict[str, execution_pb2.ExecutionResult] = collections.OrderedDict()
+        self._runs: collections.OrderedDict[str, FinishedRun] = collections.OrderedDict()
         self._keys = IdempotencyKeys()
 
     async def open(self) -> None:
         pass
 
-    def record(self, result: execution_pb2.ExecutionResult) -> None:
+    def record(self, result: execution_pb2.ExecutionResult | FinishedRun) -> None:
+        """Keeps a finished run as it comes (an HTTP answer's JSON is read back only if someone asks)."""
         runs = self._runs
-        runs[result.run_id] = result
+        runs[result.run_id] = result if isinstance(result, FinishedRun) else FinishedRun.of(result)
         if len(runs) > self.capacity:
             runs.popitem(last=False)
 
     async def get(self, run_id: str) -> execution_pb2.ExecutionResult | None:
-        return self._runs.get(run_id)
+        found = self._runs.get(run_id)
+        return found.snapshot() if found is not None else None
 
     async def list(self, *, limit: int, status: int = 0, trigger: str | None = None) -> list[execution_pb2.ExecutionResult]:
         found = [r for r in self._runs.values() if matches(r, status, trigger)]
         # Recorded when they end; listed by when they started.
-        found.sort(key=started_key, reverse=True)
-        return found[:limit]
+        found.sort(key=lambda run: run.started, reverse=True)
+        return [run.snapshot() for run in found[:limit]]
 
     async def claim(self, key: str, run_id: str) -> str | None:
         return self._keys.claim(key, run_id)

@@ -29,6 +29,7 @@ from engine.serve.history import (
     matches,
     started_key,
 )
+from engine.results import FinishedRun
 from engine.serve.queue_triggers import only_over_tls
 from engine.values import result_from_json, result_to_json
 from proto.pipedreamer.v1 import execution_pb2
@@ -166,6 +167,8 @@ class NatsHistory:
     # -- writes ----------------------------------------------------------------
 
     def record(self, result: Any) -> None:
+        if isinstance(result, execution_pb2.ExecutionResult):
+            result = FinishedRun.of(result)
         pending = self._pending
         run_id = result.run_id
         pending.pop(run_id, None)  # the newest state goes to the back of the queue
@@ -185,8 +188,7 @@ class NatsHistory:
                 run_id, entry = next(iter(self._pending.items()))
                 item = entry[0]
                 try:
-                    result = item if isinstance(item, execution_pb2.ExecutionResult) else item.snapshot()
-                    await self._put(result)
+                    await self._put(item if isinstance(item, FinishedRun) else FinishedRun.of(item.snapshot()))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - NATS away: keep it and retry
@@ -198,12 +200,13 @@ class NatsHistory:
                     del self._pending[run_id]
             self._idle.set()
 
-    async def _put(self, result: execution_pb2.ExecutionResult) -> None:
+    async def _put(self, finished: FinishedRun) -> None:
         assert self.runs is not None and self.client is not None
-        data = result_to_json(result).encode()
+        data = finished.json().encode()
         limit = self.client.max_payload - 1024
         if len(data) > limit:
             # Outputs too big for one NATS message: keep the run's shape and status without them.
+            result = finished.snapshot()
             brief = execution_pb2.ExecutionResult()
             brief.CopyFrom(result)
             brief.ClearField("output")
@@ -211,7 +214,7 @@ class NatsHistory:
                 node.ClearField("output")
             data = result_to_json(brief).encode()
             log.warning("run history: run %s recorded without its outputs (%d bytes; NATS takes %d)", result.run_id, len(data), limit)
-        await self.runs.put(result.run_id, data)
+        await self.runs.put(finished.run_id, data)
 
     async def wait_written(self, run_id: str, timeout: float) -> bool:
         """True once nothing of `run_id` waits to be written; False after `timeout`."""
@@ -238,8 +241,8 @@ class NatsHistory:
         from nats.js.errors import KeyNotFoundError
 
         waiting = self._pending.get(run_id, (None, 0))[0]
-        if isinstance(waiting, execution_pb2.ExecutionResult):
-            return waiting
+        if isinstance(waiting, FinishedRun):
+            return waiting.snapshot()
         await self._wait_ready()
         assert self.runs is not None
         try:
@@ -262,8 +265,8 @@ class NatsHistory:
         except Exception as exc:  # noqa: BLE001
             raise HistoryUnavailable(f"run history store: {self._describe(exc)}") from None
         for item, _ in list(self._pending.values()):
-            if isinstance(item, execution_pb2.ExecutionResult):
-                found[item.run_id] = item
+            if isinstance(item, FinishedRun):
+                found[item.run_id] = item.snapshot()
         runs = [r for r in found.values() if matches(r, status, trigger)]
         runs.sort(key=started_key, reverse=True)
         return runs[:limit]

@@ -14,7 +14,7 @@ import time
 from typing import AsyncIterator, Callable
 
 from engine.executor import NodeOutcome, RunOutcome, RunProgress
-from engine.results import set_time
+from engine.results import FinishedRun, set_time
 from proto.pipedreamer.v1 import execution_pb2
 
 RUNNING = execution_pb2.RUN_STATUS_RUNNING
@@ -45,7 +45,7 @@ class LiveRun:
         self.started_at = time.time()
         self.run: RunProgress | None = None  # None until the executor starts it (it may wait for a slot)
         self.watchers: list[asyncio.Queue] = []
-        self.result: execution_pb2.ExecutionResult | None = None
+        self.result: FinishedRun | None = None
         self._done: asyncio.Event | None = None
 
     # -- RunObserver and NodeEvents ----------------------------------------
@@ -85,7 +85,7 @@ class LiveRun:
     def snapshot(self, status: int = RUNNING, error: str = "") -> execution_pb2.ExecutionResult:
         """The run as it stands: RUNNING (or `status`) with the nodes finished so far."""
         if self.result is not None:
-            return self.result
+            return self.result.snapshot()
         outcome = RunOutcome(
             status=status,
             output=None,
@@ -96,7 +96,7 @@ class LiveRun:
         )
         return self.build(outcome, run_id=self.run_id, trigger=self.trigger, resumed_from=self.resumed_from)
 
-    def finish(self, result: execution_pb2.ExecutionResult) -> None:
+    def finish(self, result: FinishedRun) -> None:
         self.result = result
         if self._done is not None:
             self._done.set()
@@ -110,14 +110,14 @@ class LiveRun:
                 self._done = asyncio.Event()
             await self._done.wait()
         assert self.result is not None
-        return self.result
+        return self.result.snapshot()
 
     async def events(self) -> AsyncIterator[execution_pb2.RunEvent]:
         """Every node event so far, then new ones as they happen, then the final result."""
         queue: asyncio.Queue = asyncio.Queue()
         # Read what happened and start listening with no await between: no event falls in the gap.
         backlog: list[tuple[str, NodeOutcome | None, float]] = []
-        final = self.result
+        final = self.result.snapshot() if self.result is not None else None
         if final is None:
             if self.run is not None:
                 for node_id, record, started_at, finished in self.run.progress():
@@ -131,8 +131,8 @@ class LiveRun:
                 yield self._event(item)
             while final is None:
                 item = await queue.get()
-                if isinstance(item, execution_pb2.ExecutionResult):
-                    final = item
+                if isinstance(item, FinishedRun):
+                    final = item.snapshot()
                 else:
                     yield self._event(item)
             yield execution_pb2.RunEvent(run_id=self.run_id, finished=final)

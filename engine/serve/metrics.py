@@ -108,25 +108,28 @@ class EngineMetrics:
         for status in ("succeeded", "failed"):
             self._runs.labels(workflow, status)
 
-    def observe(self, result: execution_pb2.ExecutionResult, outcome: RunOutcome | None = None) -> None:
-        """Counts a finished run and records each node's duration.
-
-        `outcome`: what `result` was built from; its plain values are read instead of the
-        message's (the same figures: durations cut to whole nanoseconds as the message has them)."""
-        child = self._run_children.get(result.status)
+    def observe(self, status: int, outcome: RunOutcome | None = None) -> None:
+        """Counts a finished run and records the duration of each node of `outcome` that started."""
+        child = self._run_children.get(status)
         if child is None:
-            child = self._runs.labels(self.workflow, _RUN_STATUS.get(result.status, "unspecified"))
-            self._run_children[result.status] = child
+            child = self._runs.labels(self.workflow, _RUN_STATUS.get(status, "unspecified"))
+            self._run_children[status] = child
         child.inc()
-        observe = self._node_duration.observe
-        if outcome is not None:
-            for node_id, record in outcome.nodes.items():
-                if record.started_at is None:
-                    continue  # never started here (skipped, or carried by a resume)
-                took = record.duration
-                whole = int(took)
-                observe(node_id, _NODE_STATUS.get(record.status, "unspecified"), whole + int((took - whole) * 1e9) / 1e9)
+        if outcome is None:
             return
+        observe = self._node_duration.observe
+        for node_id, record in outcome.nodes.items():
+            if record.started_at is None:
+                continue  # never started here (skipped, or carried by a resume)
+            took = record.duration
+            whole = int(took)
+            # Cut to whole nanoseconds, as the result message holds it.
+            observe(node_id, _NODE_STATUS.get(record.status, "unspecified"), whole + int((took - whole) * 1e9) / 1e9)
+
+    def observe_result(self, result: execution_pb2.ExecutionResult) -> None:
+        """`observe` for a run known only by its result message (one cancelled before it finished)."""
+        self.observe(result.status)
+        observe = self._node_duration.observe
         for node_id, node in result.nodes.items():
             if not node.HasField("duration"):
                 continue  # never started (skipped)

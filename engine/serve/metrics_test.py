@@ -18,9 +18,9 @@ def _result(status: int, nodes: dict[str, tuple[int, float | None]]) -> executio
 
 def test_runs_are_counted_by_status_and_nodes_timed_by_status():
     metrics = EngineMetrics("wf")
-    metrics.observe(_result(execution_pb2.RUN_STATUS_SUCCEEDED, {"a": (execution_pb2.NODE_STATUS_SUCCEEDED, 0.002)}))
-    metrics.observe(_result(execution_pb2.RUN_STATUS_SUCCEEDED, {"a": (execution_pb2.NODE_STATUS_SUCCEEDED, 0.2)}))
-    metrics.observe(
+    metrics.observe_result(_result(execution_pb2.RUN_STATUS_SUCCEEDED, {"a": (execution_pb2.NODE_STATUS_SUCCEEDED, 0.002)}))
+    metrics.observe_result(_result(execution_pb2.RUN_STATUS_SUCCEEDED, {"a": (execution_pb2.NODE_STATUS_SUCCEEDED, 0.2)}))
+    metrics.observe_result(
         _result(
             execution_pb2.RUN_STATUS_FAILED,
             {"a": (execution_pb2.NODE_STATUS_TIMED_OUT, 30.0), "b": (execution_pb2.NODE_STATUS_SKIPPED, None)},
@@ -47,7 +47,7 @@ def test_in_flight_and_rejections():
 
 def test_each_engine_has_its_own_registry():
     first, second = EngineMetrics("wf"), EngineMetrics("wf")
-    first.observe(_result(execution_pb2.RUN_STATUS_SUCCEEDED, {}))
+    first.observe_result(_result(execution_pb2.RUN_STATUS_SUCCEEDED, {}))
     assert b'status="succeeded",workflow="wf"} 1.0' in first.render()
     assert b'status="succeeded",workflow="wf"} 0.0' in second.render()
 
@@ -64,6 +64,6 @@ def test_observing_from_the_outcome_counts_what_the_result_shows():
     outcome = RunOutcome(status=RUN_FAILED, output=None, nodes=nodes, error="node b failed", started_at=1.0, duration=3.0)
     result = build_result(outcome, run_id="r", workflow="wf", version="1")
     from_result, from_outcome = EngineMetrics("wf"), EngineMetrics("wf")
-    from_result.observe(result)
-    from_outcome.observe(result, outcome)
+    from_result.observe_result(result)
+    from_outcome.observe(outcome.status, outcome)
     assert from_outcome.render() == from_result.render()
