@@ -10,8 +10,8 @@ import bisect
 import math
 from typing import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -35,6 +35,32 @@ _NODE_STATUS = {
 }
 
 
+class RunCounts(Collector):
+    """`pipedreamer_runs_total` by final status and `pipedreamer_runs_in_flight`, kept as plain ints.
+
+    A run changes them three times (in, out, counted): prometheus_client's
+    Counter and Gauge take a lock each time; these are read only when
+    /metrics is scraped (the event loop is one thread)."""
+
+    def __init__(self, workflow: str) -> None:
+        self.workflow = workflow
+        self.in_flight = 0
+        # Shown from the start, at 0, so a dashboard has the series before the first run.
+        self.by_status: dict[int, int] = {execution_pb2.RUN_STATUS_SUCCEEDED: 0, execution_pb2.RUN_STATUS_FAILED: 0}
+
+    def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        return self.collect()
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        runs = CounterMetricFamily("pipedreamer_runs", "Workflow runs, by final status.", labels=("workflow", "status"))
+        for status, count in sorted(self.by_status.items(), key=lambda item: _RUN_STATUS.get(item[0], "unspecified")):
+            runs.add_metric([self.workflow, _RUN_STATUS.get(status, "unspecified")], count)
+        yield runs
+        in_flight = GaugeMetricFamily("pipedreamer_runs_in_flight", "Runs currently executing.", labels=("workflow",))
+        in_flight.add_metric([self.workflow], self.in_flight)
+        yield in_flight
+
+
 class NodeDurations(Collector):
     """`pipedreamer_node_duration_seconds`: a histogram kept as plain counts.
 
@@ -51,22 +77,39 @@ class NodeDurations(Collector):
         self.workflow = workflow
         self.bounds = (*sorted(buckets), math.inf)
         self._le = [floatToGoString(b) for b in self.bounds]
-        # (node, status) → [per-bucket counts (not cumulative)..., sum]
-        self._series: dict[tuple[str, str], list[float]] = {}
+        # (node, NodeStatus number) → [per-bucket counts (not cumulative)..., sum]
+        self._series: dict[tuple[str, int], list[float]] = {}
 
-    def observe(self, node: str, status: str, seconds: float) -> None:
+    def observe(self, node: str, status: int, seconds: float) -> None:
         series = self._series.get((node, status))
         if series is None:
             series = self._series[(node, status)] = [0] * len(self.bounds) + [0.0]
         series[bisect.bisect_left(self.bounds, seconds)] += 1
         series[-1] += seconds
 
+    def observe_outcome(self, outcome: RunOutcome) -> None:
+        """`observe` for each node of `outcome` that started here (the per-run hot path, inlined)."""
+        all_series, bounds = self._series, self.bounds
+        for node_id, record in outcome.nodes.items():
+            if record.started_at is None:
+                continue  # never started here (skipped, or carried by a resume)
+            took = record.duration
+            whole = int(took)
+            # Cut to whole nanoseconds, as the result message holds it.
+            seconds = whole + int((took - whole) * 1e9) / 1e9
+            series = all_series.get((node_id, record.status))
+            if series is None:
+                series = all_series[(node_id, record.status)] = [0] * len(bounds) + [0.0]
+            series[bisect.bisect_left(bounds, seconds)] += 1
+            series[-1] += seconds
+
     def describe(self) -> Iterator[HistogramMetricFamily]:
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-        for (node, status), series in sorted(self._series.items()):
+        named = {(node, _NODE_STATUS.get(status, "unspecified")): series for (node, status), series in self._series.items()}
+        for (node, status), series in sorted(named.items()):
             cumulative, buckets = 0, []
             for le, count in zip(self._le, series):
                 cumulative += count
@@ -83,12 +126,8 @@ class EngineMetrics:
     def __init__(self, workflow: str) -> None:
         self.workflow = workflow
         self.registry = CollectorRegistry(auto_describe=True)
-        self._runs = Counter(
-            "pipedreamer_runs",
-            "Workflow runs, by final status.",
-            ("workflow", "status"),
-            registry=self.registry,
-        )
+        self.runs = RunCounts(workflow)
+        self.registry.register(self.runs)
         self._node_duration = NodeDurations(workflow)
         self.registry.register(self._node_duration)
         self._rejected = Counter(
@@ -97,34 +136,13 @@ class EngineMetrics:
             ("workflow", "reason"),
             registry=self.registry,
         )
-        self.in_flight = Gauge(
-            "pipedreamer_runs_in_flight",
-            "Runs currently executing.",
-            ("workflow",),
-            registry=self.registry,
-        ).labels(workflow)
-        # Label lookups cost more than the observation; cache the children.
-        self._run_children: dict[int, Counter] = {}
-        for status in ("succeeded", "failed"):
-            self._runs.labels(workflow, status)
 
     def observe(self, status: int, outcome: RunOutcome | None = None) -> None:
         """Counts a finished run and records the duration of each node of `outcome` that started."""
-        child = self._run_children.get(status)
-        if child is None:
-            child = self._runs.labels(self.workflow, _RUN_STATUS.get(status, "unspecified"))
-            self._run_children[status] = child
-        child.inc()
-        if outcome is None:
-            return
-        observe = self._node_duration.observe
-        for node_id, record in outcome.nodes.items():
-            if record.started_at is None:
-                continue  # never started here (skipped, or carried by a resume)
-            took = record.duration
-            whole = int(took)
-            # Cut to whole nanoseconds, as the result message holds it.
-            observe(node_id, _NODE_STATUS.get(record.status, "unspecified"), whole + int((took - whole) * 1e9) / 1e9)
+        counts = self.runs.by_status
+        counts[status] = counts.get(status, 0) + 1
+        if outcome is not None:
+            self._node_duration.observe_outcome(outcome)
 
     def observe_result(self, result: execution_pb2.ExecutionResult) -> None:
         """`observe` for a run known only by its result message (one cancelled before it finished)."""
@@ -134,7 +152,7 @@ class EngineMetrics:
             if not node.HasField("duration"):
                 continue  # never started (skipped)
             duration = node.duration
-            observe(node_id, _NODE_STATUS.get(node.status, "unspecified"), duration.seconds + duration.nanos / 1e9)
+            observe(node_id, node.status, duration.seconds + duration.nanos / 1e9)
 
     def rejected(self, reason: str) -> None:
         self._rejected.labels(self.workflow, reason).inc()

@@ -38,7 +38,7 @@ def test_runs_are_counted_by_status_and_nodes_timed_by_status():
 
 def test_in_flight_and_rejections():
     metrics = EngineMetrics("wf")
-    metrics.in_flight.inc()
+    metrics.runs.in_flight += 1
     metrics.rejected("draining")
     text = metrics.render().decode()
     assert 'pipedreamer_runs_in_flight{workflow="wf"} 1.0' in text
