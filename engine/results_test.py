@@ -156,11 +156,11 @@ def test_result_json_is_the_results_json():
                 # Same members, same order where the message keeps one (everything but its maps).
                 assert list(result_dict(found, **names)) == list(expected)
                 if redactor:
-                    assert "s3cr3t-value" not in text and "4821" not in text
+                    assert b"s3cr3t-value" not in text and b"4821" not in text
                 # What a history gives back of an HTTP answer is the message the run would have built.
                 finished = FinishedRun.from_text(text, found, run_id=names["run_id"], trigger=extra.get("trigger", ""))
                 assert finished.snapshot() == result
                 assert (finished.status, finished.trigger, finished.started) == (
                     result.status, result.trigger, (result.started_at.seconds, result.started_at.nanos)
                 )
-                assert FinishedRun.of(result).json() == result_to_json(result)
+                assert FinishedRun.of(result).json() == result_to_json(result).encode()

@@ -261,8 +261,8 @@ class Engine:
             resumed_from=resumed_from,
         )
 
-    def result_text(self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = "") -> str:
-        """The proto3 JSON of `build_result(outcome, …)` (`values.result_to_json`), made from the
+    def result_text(self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = "") -> bytes:
+        """The proto3 JSON (UTF-8) of `build_result(outcome, …)` (`values.result_to_json`), made from the
         outcome's values in one walk without the message (secrets redacted as in the message)."""
         spec = self._workflow.spec
         return result_json(

@@ -300,7 +300,17 @@ def json_form(value: Any) -> Any:
     if kind is int or kind is float:
         return float(value)
     if kind is dict:
-        return {key: json_form(item) for key, item in value.items()}
+        # Scalars inline: a call per member is most of the cost of a flat object.
+        out = {}
+        for key, item in value.items():
+            member = type(item)
+            if member is str or member is float or member is bool or item is None:
+                out[key] = item
+            elif member is int:
+                out[key] = float(item)
+            else:
+                out[key] = json_form(item)
+        return out
     if kind is list or kind is tuple:
         return [json_form(item) for item in value]
     if isinstance(value, bool):
@@ -346,6 +356,29 @@ def timestamp_text(seconds: int, nanos: int) -> str:
     in_day = seconds % _DAY
     moment = _EPOCH + datetime.timedelta((seconds - in_day) // _DAY, in_day)
     return moment.isoformat() + _fraction(nanos, "Z")
+
+
+def seconds_timestamp_text(moment: float) -> str:
+    """`timestamp_text` of a time.time() value cut to whole nanoseconds, as `set_time` stores it
+    (the result's hot path: every node has one; the common case formatted inline)."""
+    global _last_second
+    whole = int(moment)
+    nanos = int((moment - whole) * 1e9)
+    cached_seconds, text = _last_second
+    if cached_seconds != whole or whole < 0:
+        return timestamp_text(whole, nanos)
+    if nanos % 1_000 or not nanos:
+        return "%s.%09dZ" % (text, nanos) if nanos else text + "Z"
+    return text + _fraction(nanos, "Z")
+
+
+def seconds_duration_text(seconds: float) -> str:
+    """`duration_text` of a non-negative float of seconds cut to whole nanoseconds, as `set_time` stores it."""
+    whole = int(seconds)
+    nanos = int((seconds - whole) * 1e9)
+    if nanos % 1_000:
+        return "%d.%09ds" % (whole, nanos)
+    return duration_text(whole, nanos)
 
 
 def duration_to_json(duration: duration_pb2.Duration) -> str:

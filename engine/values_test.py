@@ -138,3 +138,16 @@ def test_to_value_round_trips(value):
 def test_to_value_rejects_other_types():
     with pytest.raises(TypeError, match="set is not JSON-serialisable"):
         to_value({1, 2})
+
+
+def test_float_seconds_format_as_the_message_holds_them():
+    from engine.values import duration_text, seconds_duration_text, seconds_timestamp_text, timestamp_text
+
+    moments = [1_700_000_000.123456789, 1_700_000_000.0, 1_700_000_000.5, 1_700_000_000.000001, 1_700_000_001.25, 0.0, 12.3456]
+    for moment in moments + moments[::-1]:  # the cached second changes both ways
+        whole = int(moment)
+        nanos = int((moment - whole) * 1e9)
+        assert seconds_timestamp_text(moment) == timestamp_text(whole, nanos)
+    for seconds in [0.0, 1.5, 0.000019506, 12.0, 0.25, 3600.000000001, 1e-9]:
+        whole = int(seconds)
+        assert seconds_duration_text(seconds) == duration_text(whole, int((seconds - whole) * 1e9))

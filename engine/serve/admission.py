@@ -107,7 +107,7 @@ class RunsWorkflows(Protocol):
         self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = ""
     ) -> execution_pb2.ExecutionResult: ...
 
-    def result_text(self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = "") -> str: ...
+    def result_text(self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = "") -> bytes: ...
 
     def new_run_id(self) -> str: ...
 
@@ -268,12 +268,12 @@ class RunGate:
     def _enter(self, task: asyncio.Task) -> None:
         self._runs.add(task)
         self._idle.clear()
-        self.metrics.in_flight.inc()
+        self.metrics.runs.in_flight += 1
 
     def _leave(self, task: asyncio.Task) -> None:
         self._runs.discard(task)
         self._cancelled.discard(task)
-        self.metrics.in_flight.dec()
+        self.metrics.runs.in_flight -= 1
         if not self._runs:
             self._idle.set()
 
@@ -281,7 +281,11 @@ class RunGate:
         """The run's result: `message` as it is, or (None: the caller wants JSON) its JSON from `outcome`."""
         if message is not None:
             return FinishedRun.of(message)
-        text = self.engine.result_text(outcome, run_id=run_id, trigger=trigger, resumed_from=resumed_from)
+        try:
+            text = self.engine.result_text(outcome, run_id=run_id, trigger=trigger, resumed_from=resumed_from)
+        except (TypeError, ValueError, RecursionError):
+            # An output a node's leftover thread changed after it was checked: the message says what it can.
+            return FinishedRun.of(self.engine.build_result(outcome, run_id=run_id, trigger=trigger, resumed_from=resumed_from))
         return FinishedRun.from_text(text, outcome, run_id=run_id, trigger=trigger)
 
     async def _run_unrecorded(self, input: Any, trigger: str, text: bool) -> FinishedRun:

@@ -202,7 +202,7 @@ class NatsHistory:
 
     async def _put(self, finished: FinishedRun) -> None:
         assert self.runs is not None and self.client is not None
-        data = finished.json().encode()
+        data = finished.json()
         limit = self.client.max_payload - 1024
         if len(data) > limit:
             # Outputs too big for one NATS message: keep the run's shape and status without them.

@@ -135,7 +135,7 @@ class HttpFrontend:
             return _error(409 if isinstance(exc, RunConflict) else 503, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug in the engine must not kill the connection
             return _error(500, gate.internal_error(exc))
-        return web.Response(status=_STATUS_CODES.get(finished.status, 500), body=finished.json().encode(), content_type=_JSON)
+        return web.Response(status=_STATUS_CODES.get(finished.status, 500), body=finished.json(), content_type=_JSON)
 
     async def webhook(self, request: web.Request) -> web.StreamResponse:
         """`POST <path>` of a webhook trigger: the body read as /run reads it, then verified and run."""
