@@ -56,6 +56,7 @@ _STATUS_CODES = {
     execution_pb2.RUN_STATUS_CANCELLED: 503,
 }
 MAX_IDEMPOTENCY_KEY = 255
+_NO_QUERY: dict[str, str] = {}  # most /run requests have no query string: nothing to parse
 
 
 class _BodyError(Exception):
@@ -108,11 +109,12 @@ class HttpFrontend:
         except ValueError as exc:
             gate.metrics.rejected("bad_json")
             return _error(400, f"invalid JSON body: {exc}")
-        trigger = request.query.get("trigger", "")
+        query = request.query if request.query_string else _NO_QUERY
+        trigger = query.get("trigger", "")
         key = request.headers.get("Idempotency-Key", "")
         if len(key) > MAX_IDEMPOTENCY_KEY:
             return _error(400, f"Idempotency-Key is {len(key)} characters long; at most {MAX_IDEMPOTENCY_KEY} are accepted")
-        resume_from = request.query.get("resume", "")
+        resume_from = query.get("resume", "")
         options = {"trigger": trigger, "idempotency_key": key, "resume_from": resume_from, "input_given": bool(body.strip())}
         try:
             if _wants_async(request):
@@ -284,16 +286,18 @@ def refuse_caller(request: web.Request, loopback_only: bool) -> str | None:
     return None
 
 
-def _checked(loopback_only: bool, signed_paths: frozenset[str] = frozenset()) -> Callable:
-    """The one middleware (each one is a layer of calls per request):
+def _guarded(handler: Callable[[web.Request], Awaitable[web.StreamResponse]], loopback_only: bool) -> Callable:
+    """`handler` behind the caller checks, as every route is (a wrapper per route rather than a
+    middleware: aiohttp runs middlewares through two more layers of calls on every request):
 
-    * refuses browsers on other sites everywhere; the loopback Host rule (DNS rebinding) everywhere but
-      on signed webhook paths, which a tunnel reaches under its own Host and whose signature proves the caller;
-    * answers 404/405 and friends as `{"error": …}` like every other answer."""
+    * refuses browsers on other sites everywhere, and with `loopback_only` a Host that is not a
+      loopback name (DNS rebinding; off on signed webhook paths, which a tunnel reaches under its
+      own Host and whose signature proves the caller);
+    * answers an HTTP error a handler raises as `{"error": …}` like every other answer."""
 
-    @web.middleware
-    async def check(request: web.Request, handler: Callable) -> web.StreamResponse:
-        reason = refuse_caller(request, loopback_only and (not signed_paths or request.path not in signed_paths))
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        reason = refuse_caller(request, loopback_only)
         if reason is not None:
             log.warning("%s %s: %s", request.method, request.path, reason)
             return _error(403, reason)
@@ -304,26 +308,47 @@ def _checked(loopback_only: bool, signed_paths: frozenset[str] = frozenset()) ->
                 raise
             return _error(exc.status, exc.reason, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
 
-    return check
+    return guarded
+
+
+async def _unrouted(request: web.Request) -> web.Response:
+    """Every path and method no route takes (the last route): 405 with `Allow` when the path has
+    routes for other methods, else 404, as `{"error": …}`."""
+    allowed: set[str] = set()
+    this = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not this:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        return _error(405, "Method Not Allowed", headers={"Allow": ",".join(sorted(allowed))})
+    return _error(404, "Not Found")
 
 
 def create_app(frontend: HttpFrontend) -> web.Application:
     # The body limit is enforced while streaming in HttpFrontend._read_body.
     webhooks = frontend.webhooks
-    signed = webhooks.signed_paths if webhooks is not None else frozenset()
-    app = web.Application(
-        middlewares=[_checked(frontend.loopback_only, signed)], client_max_size=frontend.options.max_body
-    )
-    app.router.add_route("POST", "/run", frontend.run)
-    app.router.add_route("GET", "/run", frontend.run)
-    app.router.add_get("/runs", frontend.list_runs)
-    app.router.add_get("/runs/{run_id}", frontend.get_run)
-    app.router.add_get("/healthz", frontend.healthz)
-    app.router.add_get("/readyz", frontend.readyz)
-    app.router.add_get("/metrics", frontend.metrics)
-    app.router.add_get("/triggers", frontend.triggers)
+    loopback = frontend.loopback_only
+    app = web.Application(client_max_size=frontend.options.max_body)
+    router = app.router
+
+    def route(method: str, path: str, handler: Callable, *, signed: bool = False) -> None:
+        router.add_route(method, path, _guarded(handler, loopback and not signed))
+
+    route("POST", "/run", frontend.run)
+    route("GET", "/run", frontend.run)
+    for path, handler in (
+        ("/runs", frontend.list_runs),
+        ("/runs/{run_id}", frontend.get_run),
+        ("/healthz", frontend.healthz),
+        ("/readyz", frontend.readyz),
+        ("/metrics", frontend.metrics),
+        ("/triggers", frontend.triggers),
+    ):
+        route("GET", path, handler)
+        route("HEAD", path, handler)
     for path in webhooks.paths if webhooks is not None else ():
-        app.router.add_post(path, frontend.webhook)
+        route("POST", path, frontend.webhook, signed=path in webhooks.signed_paths)
+    route("*", "/{path:.*}", _unrouted)
     return app
 
 
