@@ -99,7 +99,8 @@ def parse_input(data: bytes) -> Any:
     except RecursionError:
         # The decoder recurses per nesting level: too deep is bad input, not an engine fault.
         raise ValueError("nested too deeply") from None
-    if too_deep(value):
+    # Each level opens with a bracket: a text this short cannot nest too deeply (most inputs).
+    if len(text) > MAX_JSON_DEPTH and too_deep(value):
         raise ValueError(f"nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     if _SURROGATE_ESCAPE.search(text) and (problem := json_problem(value, "input")):
         raise ValueError(problem)
