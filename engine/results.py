@@ -178,14 +178,14 @@ class FinishedRun:
     `status`, `trigger` and `started` (seconds, nanos) are there for a history's filters and order.
     """
 
-    __slots__ = ("run_id", "status", "trigger", "started", "_message", "_text")
+    __slots__ = ("run_id", "status", "trigger", "_started", "_message", "_text")
 
     def __init__(
         self,
         run_id: str,
         status: int,
         trigger: str,
-        started: tuple[int, int],
+        started: tuple[int, int] | float,
         *,
         message: execution_pb2.ExecutionResult | None = None,
         text: bytes | None = None,
@@ -194,7 +194,7 @@ class FinishedRun:
         self.run_id = run_id
         self.status = status
         self.trigger = trigger
-        self.started = started
+        self._started = started  # or the outcome's float, cut to (seconds, nanos) when a history sorts
         self._message = message
         self._text = text
 
@@ -206,8 +206,16 @@ class FinishedRun:
     @classmethod
     def from_text(cls, text: bytes, outcome: RunOutcome, *, run_id: str, trigger: str) -> "FinishedRun":
         """The run `result_json(outcome, run_id=run_id, trigger=trigger, …)` answered as `text`."""
-        whole = int(outcome.started_at)
-        return cls(run_id, outcome.status, trigger, (whole, int((outcome.started_at - whole) * 1e9)), text=text)
+        return cls(run_id, outcome.status, trigger, outcome.started_at, text=text)
+
+    @property
+    def started(self) -> tuple[int, int]:
+        """When the run started, (seconds, nanos) as its message's `started_at` has it."""
+        started = self._started
+        if isinstance(started, float):
+            whole = int(started)
+            self._started = started = (whole, int((started - whole) * 1e9))
+        return started
 
     def snapshot(self) -> execution_pb2.ExecutionResult:
         """The result message (what a history or a watcher hands on)."""

@@ -242,7 +242,10 @@ class HttpFrontend:
 
 def _wants_async(request: web.Request) -> bool:
     """`Prefer: respond-async` (RFC 7240), among other preferences or not."""
-    prefer = request.headers.getall("Prefer", [])
+    headers = request.headers
+    if "Prefer" not in headers:
+        return False
+    prefer = headers.getall("Prefer")
     return any(token.split(";")[0].strip().lower() == "respond-async" for value in prefer for token in value.split(","))
 
 
