@@ -57,6 +57,10 @@ def test_hello_image_serves_post_run_under_runc(tmp_path: Path, tmp_path_factory
         response = requests.post(f"http://127.0.0.1:{http_port}/run", json={"name": "pod"}, timeout=30)
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "RUN_STATUS_SUCCEEDED"
+        # The first scrape imports prometheus_client, under the lock, from the image's site-packages.
+        metrics = requests.get(f"http://127.0.0.1:{http_port}/metrics", timeout=30)
+        assert metrics.status_code == 200, metrics.text
+        assert 'pipedreamer_runs_total{status="succeeded",workflow="hello"} 1.0' in metrics.text
         subprocess.run(["runc", "kill", name, "TERM"], capture_output=True)
         assert process.wait(30) == 0
     finally:
