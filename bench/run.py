@@ -14,7 +14,8 @@ on one and wrk / the gRPC load generator on the other.
 * latency of a DAG of sleeping nodes vs its critical path;
 * HTTP /run on a 3-node chain under `wrk` (64 connections): req/s and p99 vs the floor;
 * gRPC Run calls/s on the same chain vs the floor;
-* cold start (process spawn) to the first 200 of /readyz, engine and floor server.
+* cold start (process spawn) to the first 200 of /readyz, engine and floor server, both with
+  their bytecode cached (one uncounted start of each writes a cache of this run's own).
 
 Everything runs on loopback, in bounded loops, in this one run.
 
