@@ -277,7 +277,9 @@ class RunGate:
         if not self._runs:
             self._idle.set()
 
-    def _finished(self, message: execution_pb2.ExecutionResult | None, outcome: RunOutcome, run_id: str, trigger: str, resumed_from: str) -> FinishedRun:
+    def _finished(
+        self, message: execution_pb2.ExecutionResult | None, outcome: RunOutcome, run_id: str, trigger: str, resumed_from: str
+    ) -> FinishedRun:
         """The run's result: `message` as it is, or (None: the caller wants JSON) its JSON from `outcome`."""
         if message is not None:
             return FinishedRun.of(message)
@@ -346,7 +348,8 @@ class RunGate:
             if slots is not None:
                 await slots.acquire()
         except asyncio.CancelledError:
-            self._end_live(live, FinishedRun.of(live.snapshot(execution_pb2.RUN_STATUS_CANCELLED, "cancelled: the caller went away")), None, input)
+            cancelled = live.snapshot(execution_pb2.RUN_STATUS_CANCELLED, "cancelled: the caller went away")
+            self._end_live(live, FinishedRun.of(cancelled), None, input)
             raise
         self._enter(task)
         outcome: RunOutcome | None = None

@@ -349,3 +349,6 @@ def test_every_pip_label_of_the_bazel_files_is_in_the_hub_lock() -> None:
     # The checker's index under Bazel sees exactly the hub's wheels.
     everything = _pip_labels((REPO / "tools" / "bazel_check" / "BUILD.bazel").read_text(encoding="utf-8"))
     assert everything >= hub - {"pip", "setuptools"}
+    # This test reads the runtime lock's distributions' metadata: under Bazel, only its deps are installed.
+    mine = _pip_labels((REPO / "tools" / "locks" / "BUILD.bazel").read_text(encoding="utf-8"))
+    assert sorted({re.sub(r"[-_.]+", "_", name) for name in lock("runtime")} - mine) == []
