@@ -202,13 +202,14 @@ class Engine:
         fetcher: Fetcher | None = None,
         observer: RunObserver | None = None,
         resume: Resume | None = None,
-        message: bool = True,
-    ) -> tuple[execution_pb2.ExecutionResult | None, RunOutcome]:
+        as_json: bool = False,
+    ) -> tuple[execution_pb2.ExecutionResult | bytes, RunOutcome]:
         """`run`, also returning the executor's outcome (real, unredacted outputs: keep it in memory only).
 
         `observer` is told as the run starts (engine.executor.RunObserver). `resume` runs only the nodes
-        it does not carry; raises ValueError when it names a node this workflow lacks. `message` False:
-        no result message is built (None); the caller makes what it needs from the outcome (`result_text`).
+        it does not carry; raises ValueError when it names a node this workflow lacks. `as_json`: the
+        result as its proto3 JSON (UTF-8) made from the outcome in one walk, without the message
+        (`results.result_json`; the message after all if an output no longer encodes).
         """
         workflow = self._workflow  # this run's generation, whatever reloads happen meanwhile
         run_id = run_id or self.new_run_id()
@@ -233,47 +234,31 @@ class Engine:
             self._in_flight -= 1
         if outcome.failed_node is not None and self._sink.enabled("warn"):
             self._sink.write("warn", ENGINE_LOG_NAME, run_id, f"run failed: {outcome.error}")
-        if not message:
-            return None, outcome
-        result = build_result(
-            outcome,
-            run_id=run_id,
-            workflow=workflow.spec.name,
-            version=workflow.spec.version,
-            trigger=trigger,
-            redactor=self._redactor,
-            resumed_from=resume.run_id if resume is not None else "",
-        )
-        return result, outcome
+        names = self._result_names(workflow, run_id, trigger, resume.run_id if resume is not None else "")
+        if as_json:
+            try:
+                return result_json(outcome, **names), outcome
+            except (TypeError, ValueError, RecursionError):
+                pass  # an output a node's leftover thread changed after its check: the message says what it can
+        return build_result(outcome, **names), outcome
+
+    def _result_names(self, workflow: Workflow, run_id: str, trigger: str, resumed_from: str) -> dict[str, Any]:
+        """What a result of `workflow` says besides the outcome (and the redactor its values go through)."""
+        spec = workflow.spec
+        return {
+            "run_id": run_id,
+            "workflow": spec.name,
+            "version": spec.version,
+            "trigger": trigger,
+            "redactor": self._redactor,
+            "resumed_from": resumed_from,
+        }
 
     def build_result(
         self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = ""
     ) -> execution_pb2.ExecutionResult:
         """A result of this workflow from an outcome (a run in flight, a cancelled one), secrets redacted."""
-        spec = self._workflow.spec
-        return build_result(
-            outcome,
-            run_id=run_id,
-            workflow=spec.name,
-            version=spec.version,
-            trigger=trigger,
-            redactor=self._redactor,
-            resumed_from=resumed_from,
-        )
-
-    def result_text(self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = "") -> bytes:
-        """The proto3 JSON (UTF-8) of `build_result(outcome, …)` (`values.result_to_json`), made from the
-        outcome's values in one walk without the message (secrets redacted as in the message)."""
-        spec = self._workflow.spec
-        return result_json(
-            outcome,
-            run_id=run_id,
-            workflow=spec.name,
-            version=spec.version,
-            trigger=trigger,
-            redactor=self._redactor,
-            resumed_from=resumed_from,
-        )
+        return build_result(outcome, **self._result_names(self._workflow, run_id, trigger, resumed_from))
 
     def new_run_id(self) -> str:
         """32 hex characters, like a uuid4 without dashes."""

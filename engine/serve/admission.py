@@ -100,14 +100,13 @@ class RunsWorkflows(Protocol):
         run_id: str | None = None,
         observer: RunObserver | None = None,
         resume: Resume | None = None,
-        message: bool = True,
-    ) -> tuple[execution_pb2.ExecutionResult | None, RunOutcome]: ...
+        as_json: bool = False,
+    ) -> tuple[execution_pb2.ExecutionResult | bytes, RunOutcome]: ...
 
     def build_result(
         self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = ""
     ) -> execution_pb2.ExecutionResult: ...
 
-    def result_text(self, outcome: RunOutcome, *, run_id: str, trigger: str = "", resumed_from: str = "") -> bytes: ...
 
     def new_run_id(self) -> str: ...
 
@@ -277,18 +276,12 @@ class RunGate:
         if not self._runs:
             self._idle.set()
 
-    def _finished(
-        self, message: execution_pb2.ExecutionResult | None, outcome: RunOutcome, run_id: str, trigger: str, resumed_from: str
-    ) -> FinishedRun:
-        """The run's result: `message` as it is, or (None: the caller wants JSON) its JSON from `outcome`."""
-        if message is not None:
-            return FinishedRun.of(message)
-        try:
-            text = self.engine.result_text(outcome, run_id=run_id, trigger=trigger, resumed_from=resumed_from)
-        except (TypeError, ValueError, RecursionError):
-            # An output a node's leftover thread changed after it was checked: the message says what it can.
-            return FinishedRun.of(self.engine.build_result(outcome, run_id=run_id, trigger=trigger, resumed_from=resumed_from))
-        return FinishedRun.from_text(text, outcome, run_id=run_id, trigger=trigger)
+    @staticmethod
+    def _finished(result: execution_pb2.ExecutionResult | bytes, outcome: RunOutcome, run_id: str, trigger: str) -> FinishedRun:
+        """What `Engine.execute` answered (the message, or its JSON), as a FinishedRun."""
+        if isinstance(result, bytes):
+            return FinishedRun.from_text(result, outcome, run_id=run_id, trigger=trigger)
+        return FinishedRun.of(result)
 
     async def _run_unrecorded(self, input: Any, trigger: str, text: bool) -> FinishedRun:
         """History off: the run as it always was, no events, nothing kept."""
@@ -300,8 +293,8 @@ class RunGate:
         self._enter(task)
         try:
             run_id = self.engine.new_run_id()
-            message, outcome = await self.engine.execute(input, trigger=trigger, run_id=run_id, message=not text)
-            finished = self._finished(message, outcome, run_id, trigger, "")
+            result, outcome = await self.engine.execute(input, trigger=trigger, run_id=run_id, as_json=text)
+            finished = self._finished(result, outcome, run_id, trigger)
         except asyncio.CancelledError:
             if task not in self._cancelled:
                 # The caller went away (an HTTP client hung up, a gRPC call was cancelled):
@@ -354,10 +347,10 @@ class RunGate:
         self._enter(task)
         outcome: RunOutcome | None = None
         try:
-            message, outcome = await self.engine.execute(
-                input, trigger=live.trigger, run_id=live.run_id, observer=live, resume=resume, message=not text
+            result, outcome = await self.engine.execute(
+                input, trigger=live.trigger, run_id=live.run_id, observer=live, resume=resume, as_json=text
             )
-            finished = self._finished(message, outcome, live.run_id, live.trigger, live.resumed_from)
+            finished = self._finished(result, outcome, live.run_id, live.trigger)
         except asyncio.CancelledError:
             if task not in self._cancelled:
                 cancelled = live.snapshot(execution_pb2.RUN_STATUS_CANCELLED, "cancelled: the caller went away")
